@@ -1,0 +1,5 @@
+"""ASE calculator."""
+
+from .ase_calculator import Calculator
+
+__all__ = ["Calculator"]

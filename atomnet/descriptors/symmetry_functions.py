@@ -1,0 +1,122 @@
+"""ANI-style radial and angular atom-centred symmetry functions (Smith et al. 2017).
+
+Radial, for each neighbour element:
+    G_R(i) = Σ_j exp(−η_R (r_ij − R_s)²) f_c(r_ij)
+Angular, for each unordered pair of neighbour elements:
+    G_A(i) = 2^(1−ζ) Σ_{j<k} (1 + cos(θ_ijk − θ_s))^ζ exp(−η_A ((r_ij + r_ik)/2 − R_s)²)
+             f_c(r_ij) f_c(r_ik)
+θ is taken as acos(0.95 cos θ), as in TorchANI, to keep derivatives finite at 0 and π.
+Everything is vectorised over atoms, pairs and triplets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .. import keys
+from .cutoff import CUTOFFS
+from .triplets import triplets_by_center
+
+
+def _gaussian_width(n: int, start: float, stop: float) -> float:
+    """η (Å⁻²) for n Gaussians spread from start to stop: σ ≈ 0.6 × spacing (ANI-like)."""
+    spacing = (stop - start) / max(n - 1, 1)
+    sigma = 0.6 * spacing
+    return 1.0 / (2.0 * sigma**2)
+
+
+class SymmetryFunctions(nn.Module):
+    """Per-atom descriptor vector from positions (through edge vectors) and species.
+
+    Reads ``edge_index``, ``edge_vectors``, ``edge_lengths``, ``species``.
+    Output (N, n_features) with ``n_features = S·n_radial + S(S+1)/2 · n_angle_radial
+    · n_angle_sections`` for S elements.
+    """
+
+    reads = (keys.EDGE_INDEX, keys.EDGE_VECTORS, keys.EDGE_LENGTHS, keys.SPECIES)
+
+    def __init__(
+        self,
+        n_species: int,
+        radial_cutoff: float = 5.2,
+        angular_cutoff: float = 3.5,
+        n_radial: int = 16,
+        n_angular_radial: int = 4,
+        n_angle_sections: int = 8,
+        zeta: float = 14.1,
+        cutoff_fn: str = "polynomial",
+    ):
+        super().__init__()
+        if angular_cutoff > radial_cutoff:
+            raise ValueError("angular_cutoff must not exceed radial_cutoff")
+        if cutoff_fn not in CUTOFFS:
+            raise ValueError(f"cutoff_fn must be one of {sorted(CUTOFFS)}, got {cutoff_fn!r}")
+        self.n_species = n_species
+        self.radial_cutoff = float(radial_cutoff)
+        self.angular_cutoff = float(angular_cutoff)
+        self.zeta = float(zeta)
+        self.cutoff_fn = CUTOFFS[cutoff_fn]
+        r0 = 0.8
+        self.register_buffer("radial_shifts", torch.linspace(r0, radial_cutoff - 0.5, n_radial))
+        self.eta_radial = _gaussian_width(n_radial, r0, radial_cutoff - 0.5)
+        self.register_buffer(
+            "angular_shifts", torch.linspace(r0, angular_cutoff - 0.65, n_angular_radial)
+        )
+        self.eta_angular = _gaussian_width(n_angular_radial, r0, angular_cutoff - 0.65)
+        sections = math.pi / n_angle_sections * (torch.arange(n_angle_sections) + 0.5)
+        self.register_buffer("angle_shifts", sections)
+        pair = torch.zeros(n_species, n_species, dtype=torch.long)
+        rows, cols = torch.triu_indices(n_species, n_species)
+        pair[rows, cols] = torch.arange(rows.numel())
+        pair[cols, rows] = torch.arange(rows.numel())
+        self.register_buffer("pair_index", pair)
+        self.n_pairs = rows.numel()
+        self.n_radial_features = n_species * n_radial
+        self.n_angular_features = self.n_pairs * n_angular_radial * n_angle_sections
+        self.n_features = self.n_radial_features + self.n_angular_features
+
+    def radial(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, S·n_radial) radial features."""
+        i, j = graph[keys.EDGE_INDEX]
+        r = graph[keys.EDGE_LENGTHS]
+        species = graph[keys.SPECIES]
+        n = species.numel()
+        terms = torch.exp(-self.eta_radial * (r.unsqueeze(-1) - self.radial_shifts) ** 2)
+        terms = terms * self.cutoff_fn(r, self.radial_cutoff).unsqueeze(-1)
+        out = terms.new_zeros(n * self.n_species, terms.shape[-1])
+        out = out.index_add(0, i * self.n_species + species[j], terms)
+        return out.view(n, self.n_radial_features)
+
+    def angular(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, S(S+1)/2 · n_angular_radial · n_angle_sections) angular features."""
+        i, j = graph[keys.EDGE_INDEX]
+        r = graph[keys.EDGE_LENGTHS]
+        vec = graph[keys.EDGE_VECTORS]
+        species = graph[keys.SPECIES]
+        n = species.numel()
+        with torch.no_grad():
+            close = torch.nonzero(r < self.angular_cutoff).squeeze(-1)
+            order = torch.argsort(i[close], stable=True)
+            close = close[order]
+            a, b = triplets_by_center(i[close], n)
+            e1, e2 = close[a], close[b]
+        r1, r2 = r[e1], r[e2]
+        cos = (vec[e1] * vec[e2]).sum(-1) / (r1 * r2)
+        theta = torch.acos(0.95 * cos)
+        angle = (1.0 + torch.cos(theta.unsqueeze(-1) - self.angle_shifts)) ** self.zeta
+        angle = 2.0 ** (1.0 - self.zeta) * angle  # (T, n_sections)
+        mean_r = 0.5 * (r1 + r2)
+        radial = torch.exp(-self.eta_angular * (mean_r.unsqueeze(-1) - self.angular_shifts) ** 2)
+        fc = self.cutoff_fn(r1, self.angular_cutoff) * self.cutoff_fn(r2, self.angular_cutoff)
+        radial = radial * fc.unsqueeze(-1)  # (T, n_angular_radial)
+        terms = (radial.unsqueeze(-1) * angle.unsqueeze(-2)).flatten(1)
+        pair = self.pair_index[species[j[e1]], species[j[e2]]]
+        out = terms.new_zeros(n * self.n_pairs, terms.shape[-1])
+        out = out.index_add(0, i[e1] * self.n_pairs + pair, terms)
+        return out.view(n, self.n_angular_features)
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([self.radial(graph), self.angular(graph)], dim=-1)

@@ -1,0 +1,59 @@
+"""Behler–Parrinello / ANI network: symmetry functions → per-element MLPs → atomic energies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .. import keys
+from ..descriptors import SymmetryFunctions
+from ..nn import ElementMLP
+from .registry import register
+
+
+@register("bpnn")
+class BPNN(nn.Module):
+    """Short-range energy E_i = scale · NN_{Z_i}((G_i − μ)/σ) + shift  (eV per atom).
+
+    ``feature_mean``/``feature_std`` (μ, σ), ``scale`` and ``shift`` are buffers set
+    from training statistics (:mod:`atomnet.training.statistics`); they are saved
+    with the weights. The angular cutoff is ``min(angular_cutoff, cutoff)``.
+    """
+
+    reads = SymmetryFunctions.reads
+
+    def __init__(
+        self,
+        elements: Sequence[str],
+        cutoff: float,
+        angular_cutoff: float = 3.5,
+        n_radial: int = 16,
+        n_angular_radial: int = 4,
+        n_angle_sections: int = 8,
+        zeta: float = 14.1,
+        hidden: Sequence[int] = (128, 64),
+        activation: str = "silu",
+        cutoff_fn: str = "polynomial",
+    ):
+        super().__init__()
+        self.descriptor = SymmetryFunctions(
+            len(elements), cutoff, min(angular_cutoff, cutoff), n_radial,
+            n_angular_radial, n_angle_sections, zeta, cutoff_fn,
+        )
+        n = self.descriptor.n_features
+        self.net = ElementMLP(len(elements), n, hidden, activation)
+        self.register_buffer("feature_mean", torch.zeros(n))
+        self.register_buffer("feature_std", torch.ones(n))
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("shift", torch.tensor(0.0))
+
+    def features(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Raw (un-normalised) symmetry functions (N, F)."""
+        return self.descriptor(graph)
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-atom short-range energies (N,) in eV."""
+        x = (self.features(graph) - self.feature_mean) / self.feature_std
+        return self.scale * self.net(x, graph[keys.SPECIES]) + self.shift

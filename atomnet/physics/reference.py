@@ -1,0 +1,39 @@
+"""Per-element reference energies E0 (isolated-atom energies), as their own term."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .. import keys
+
+
+class AtomicReference(nn.Module):
+    """Per-atom energy E0[Z_i] in eV; no dependence on positions."""
+
+    reads = (keys.SPECIES,)
+
+    def __init__(self, elements: Sequence[str], e0s: Mapping[str, float] | None = None):
+        super().__init__()
+        self.elements = list(elements)
+        self.register_buffer("e0", torch.zeros(len(elements), dtype=torch.float64))
+        if e0s is not None:
+            self.set(e0s)
+
+    def _vector(self, e0s: Mapping[str, float]) -> torch.Tensor:
+        missing = [s for s in self.elements if s not in e0s]
+        if missing:
+            raise ValueError(f"E0s missing for element(s) {missing}")
+        return torch.tensor([float(e0s[s]) for s in self.elements], dtype=torch.float64)
+
+    def set(self, e0s: Mapping[str, float]) -> None:
+        """Set E0s from ``{symbol: eV}``."""
+        self.e0.copy_(self._vector(e0s).to(self.e0))
+
+    def as_dict(self) -> dict[str, float]:
+        return {s: float(v) for s, v in zip(self.elements, self.e0.tolist())}
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.e0[graph[keys.SPECIES]]
