@@ -21,7 +21,7 @@ from .nn import sum_per_structure
 PROVIDED = {
     keys.POSITIONS, keys.NUMBERS, keys.SPECIES, keys.CELL, keys.PBC, keys.BATCH,
     keys.N_ATOMS, keys.TOTAL_CHARGE, keys.EDGE_INDEX, keys.EDGE_SHIFTS,
-    keys.EDGE_VECTORS, keys.EDGE_LENGTHS,
+    keys.EDGE_VECTORS, keys.EDGE_LENGTHS, keys.TRIPLET_EDGES,
 }
 
 
@@ -48,6 +48,9 @@ class Potential(nn.Module):
         self.config = dict(config or {})
         self.terms = nn.ModuleDict(terms)
         self._check_wiring()
+        wanted = [t.triplet_cutoff for t in terms.values() if getattr(t, "triplet_cutoff", None)]
+        #: cutoff (Å) of the angular triplets the graph must carry, or None
+        self.triplet_cutoff = max(wanted) if wanted else None
 
     def _check_wiring(self) -> None:
         available = set(PROVIDED)
@@ -82,6 +85,17 @@ class Potential(nn.Module):
         graph[keys.ATOMIC_ENERGIES] = total
         graph[keys.ENERGY] = sum_per_structure(total, graph[keys.BATCH], n_structures)
         return graph
+
+    def graph(self, atoms, **kwargs) -> dict[str, torch.Tensor]:
+        """Graph of ``atoms`` with the neighbours and triplets this potential needs.
+
+        Keyword arguments go to :func:`atomnet.structures.atoms_to_graph`.
+        """
+        from .structures import atoms_to_graph
+
+        return atoms_to_graph(
+            atoms, self.elements, cutoff=self.cutoff, triplet_cutoff=self.triplet_cutoff, **kwargs
+        )
 
     def extra_repr(self) -> str:
         return f"elements={self.elements}, cutoff={self.cutoff} Å"

@@ -10,9 +10,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator as _ASECalculator
 from ase.calculators.calculator import PropertyNotImplementedError, all_changes
 
-from .. import keys
 from ..derivatives import evaluate
-from ..structures import atoms_to_graph, to_device
+from ..structures import to_device
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -55,7 +54,7 @@ class Calculator(_ASECalculator):
             p.requires_grad_(False)
 
     def _graph(self, atoms: Atoms) -> dict[str, torch.Tensor]:
-        graph = atoms_to_graph(atoms, self.potential.elements, cutoff=self.potential.cutoff)
+        graph = self.potential.graph(atoms)
         return to_device(graph, self.device, self.dtype)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
@@ -64,7 +63,7 @@ class Calculator(_ASECalculator):
         if want_stress and not self.atoms.pbc.all():
             raise PropertyNotImplementedError("stress needs a cell periodic in all 3 directions")
         res = evaluate(self.potential, self._graph(self.atoms), forces=True, stress=want_stress)
-        energy = float(res.energy.sum())
+        energy = float(res.energy.detach().sum())
         self.results = {
             "energy": energy,
             "free_energy": energy,

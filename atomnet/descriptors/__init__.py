@@ -2,6 +2,5 @@
 
 from .cutoff import cosine_cutoff, polynomial_cutoff
 from .symmetry_functions import SymmetryFunctions
-from .triplets import triplets_by_center
 
-__all__ = ["SymmetryFunctions", "cosine_cutoff", "polynomial_cutoff", "triplets_by_center"]
+__all__ = ["SymmetryFunctions", "cosine_cutoff", "polynomial_cutoff"]

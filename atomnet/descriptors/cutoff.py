@@ -12,9 +12,8 @@ def polynomial_cutoff(r: torch.Tensor, rc: float) -> torch.Tensor:
 
     Its second derivative vanishes at rc, so Hessians are continuous across the cutoff.
     """
-    x = (r / rc).clamp(max=1.0)
-    f = 1.0 + x**3 * (-10.0 + x * (15.0 - 6.0 * x))
-    return torch.where(r < rc, f, torch.zeros_like(f))
+    x = (r / rc).clamp(max=1.0)  # f(1) = 0 exactly, so no branch is needed
+    return 1.0 + x**3 * (-10.0 + x * (15.0 - 6.0 * x))
 
 
 def cosine_cutoff(r: torch.Tensor, rc: float) -> torch.Tensor:

@@ -18,7 +18,6 @@ from torch import nn
 
 from .. import keys
 from .cutoff import CUTOFFS
-from .triplets import triplets_by_center
 
 
 def _gaussian_width(n: int, start: float, stop: float) -> float:
@@ -31,12 +30,16 @@ def _gaussian_width(n: int, start: float, stop: float) -> float:
 class SymmetryFunctions(nn.Module):
     """Per-atom descriptor vector from positions (through edge vectors) and species.
 
-    Reads ``edge_index``, ``edge_vectors``, ``edge_lengths``, ``species``.
+    Reads ``edge_index``, ``edge_vectors``, ``edge_lengths``, ``species`` and
+    ``triplet_edges``, built for ``triplet_cutoff`` (= the angular cutoff) when
+    the graph is made.
     Output (N, n_features) with ``n_features = S·n_radial + S(S+1)/2 · n_angle_radial
     · n_angle_sections`` for S elements.
     """
 
-    reads = (keys.EDGE_INDEX, keys.EDGE_VECTORS, keys.EDGE_LENGTHS, keys.SPECIES)
+    reads = (
+        keys.EDGE_INDEX, keys.EDGE_VECTORS, keys.EDGE_LENGTHS, keys.SPECIES, keys.TRIPLET_EDGES
+    )
 
     def __init__(
         self,
@@ -57,6 +60,7 @@ class SymmetryFunctions(nn.Module):
         self.n_species = n_species
         self.radial_cutoff = float(radial_cutoff)
         self.angular_cutoff = float(angular_cutoff)
+        self.triplet_cutoff = self.angular_cutoff
         self.zeta = float(zeta)
         self.cutoff_fn = CUTOFFS[cutoff_fn]
         r0 = 0.8
@@ -84,8 +88,9 @@ class SymmetryFunctions(nn.Module):
         r = graph[keys.EDGE_LENGTHS]
         species = graph[keys.SPECIES]
         n = species.numel()
-        terms = torch.exp(-self.eta_radial * (r.unsqueeze(-1) - self.radial_shifts) ** 2)
-        terms = terms * self.cutoff_fn(r, self.radial_cutoff).unsqueeze(-1)
+        d = r.unsqueeze(-1) - self.radial_shifts
+        fc = self.cutoff_fn(r, self.radial_cutoff).unsqueeze(-1)
+        terms = torch.exp(-self.eta_radial * d * d) * fc
         out = terms.new_zeros(n * self.n_species, terms.shape[-1])
         out = out.index_add(0, i * self.n_species + species[j], terms)
         return out.view(n, self.n_radial_features)
@@ -94,28 +99,21 @@ class SymmetryFunctions(nn.Module):
         """(N, S(S+1)/2 · n_angular_radial · n_angle_sections) angular features."""
         i, j = graph[keys.EDGE_INDEX]
         r = graph[keys.EDGE_LENGTHS]
-        vec = graph[keys.EDGE_VECTORS]
         species = graph[keys.SPECIES]
         n = species.numel()
-        with torch.no_grad():
-            close = torch.nonzero(r < self.angular_cutoff).squeeze(-1)
-            order = torch.argsort(i[close], stable=True)
-            close = close[order]
-            a, b = triplets_by_center(i[close], n)
-            e1, e2 = close[a], close[b]
-        r1, r2 = r[e1], r[e2]
-        cos = (vec[e1] * vec[e2]).sum(-1) / (r1 * r2)
+        e1, e2 = graph[keys.TRIPLET_EDGES]
+        unit = graph[keys.EDGE_VECTORS] / r.unsqueeze(-1)
+        fc = self.cutoff_fn(r, self.angular_cutoff)
+        cos = (unit[e1] * unit[e2]).sum(-1)
         theta = torch.acos(0.95 * cos)
         angle = (1.0 + torch.cos(theta.unsqueeze(-1) - self.angle_shifts)) ** self.zeta
-        angle = 2.0 ** (1.0 - self.zeta) * angle  # (T, n_sections)
-        mean_r = 0.5 * (r1 + r2)
-        radial = torch.exp(-self.eta_angular * (mean_r.unsqueeze(-1) - self.angular_shifts) ** 2)
-        fc = self.cutoff_fn(r1, self.angular_cutoff) * self.cutoff_fn(r2, self.angular_cutoff)
-        radial = radial * fc.unsqueeze(-1)  # (T, n_angular_radial)
+        d = 0.5 * (r[e1] + r[e2]).unsqueeze(-1) - self.angular_shifts
+        weight = (2.0 ** (1.0 - self.zeta)) * fc[e1] * fc[e2]
+        radial = torch.exp(-self.eta_angular * d * d) * weight.unsqueeze(-1)
         terms = (radial.unsqueeze(-1) * angle.unsqueeze(-2)).flatten(1)
-        pair = self.pair_index[species[j[e1]], species[j[e2]]]
+        index = i[e1] * self.n_pairs + self.pair_index[species[j[e1]], species[j[e2]]]
         out = terms.new_zeros(n * self.n_pairs, terms.shape[-1])
-        out = out.index_add(0, i[e1] * self.n_pairs + pair, terms)
+        out = out.index_add(0, index, terms)
         return out.view(n, self.n_angular_features)
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:

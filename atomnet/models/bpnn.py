@@ -42,6 +42,7 @@ class BPNN(nn.Module):
             len(elements), cutoff, min(angular_cutoff, cutoff), n_radial,
             n_angular_radial, n_angle_sections, zeta, cutoff_fn,
         )
+        self.triplet_cutoff = self.descriptor.triplet_cutoff
         n = self.descriptor.n_features
         self.net = ElementMLP(len(elements), n, hidden, activation)
         self.register_buffer("feature_mean", torch.zeros(n))

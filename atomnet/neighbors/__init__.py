@@ -1,11 +1,19 @@
 """Neighbour lists (integers only) and differentiable edge vectors.
 
-Contract 1: a backend returns integer pair indices and integer cell shifts.
-Distances are recomputed in the model from positions and cell, after any
-strain, so that forces, stress and Hessians are exact.
+Contract 1: a backend returns integer pair indices and integer cell shifts
+(and, for angular descriptors, integer triplets of edges). Distances are
+recomputed in the model from positions and cell, after any strain, so that
+forces, stress and Hessians are exact.
 """
 
 from .edges import edge_vectors
-from .vesin_backend import add_neighbors, neighbor_pairs
+from .triplets import angular_triplets, triplets_by_center
+from .vesin_backend import neighbor_pairs, pairs_to_graph
 
-__all__ = ["add_neighbors", "edge_vectors", "neighbor_pairs"]
+__all__ = [
+    "angular_triplets",
+    "edge_vectors",
+    "neighbor_pairs",
+    "pairs_to_graph",
+    "triplets_by_center",
+]

@@ -7,12 +7,13 @@ import torch
 from vesin import NeighborList
 
 from .. import keys
+from .triplets import angular_triplets
 
 
 def neighbor_pairs(
     positions: np.ndarray, cell: np.ndarray, pbc, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All ordered pairs (i, j, S) with |r_j - r_i + S @ cell| < cutoff, i ≠ j or S ≠ 0.
+    """All ordered pairs (i, j, S) with |r_j − r_i + S @ cell| < cutoff, i ≠ j or S ≠ 0.
 
     Args:
         positions: (N, 3) Å.  cell: (3, 3) Å, rows are cell vectors.
@@ -23,8 +24,7 @@ def neighbor_pairs(
     pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     if not pbc.any():
-        # vesin needs no box for open boundaries; give it a zero one
-        cell = np.zeros((3, 3))
+        cell = np.zeros((3, 3))  # open boundaries: vesin needs no box
     else:
         cell = np.ascontiguousarray(cell, dtype=np.float64)
     nl = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
@@ -32,16 +32,25 @@ def neighbor_pairs(
     return i.astype(np.int64), j.astype(np.int64), s.astype(np.int64)
 
 
-def add_neighbors(graph: dict[str, torch.Tensor], cutoff: float) -> dict[str, torch.Tensor]:
-    """Add ``edge_index`` and ``edge_shifts`` to a single-structure graph (in place).
+def pairs_to_graph(
+    graph: dict[str, torch.Tensor],
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    triplet_cutoff: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """Store a pair list (and, if asked, angular triplets) in a one-structure graph.
 
-    Shifts are stored as floats holding integers, ready to multiply with the cell.
+    Adds ``edge_index`` (2, E), ``edge_shifts`` (E, 3) (integer values, float dtype,
+    ready to multiply with the cell) and, with ``triplet_cutoff`` (Å),
+    ``triplet_edges`` (2, T). Modifies ``graph`` in place and returns it.
     """
-    positions = graph[keys.POSITIONS].detach().cpu().double().numpy()
-    cell = graph[keys.CELL][0].detach().cpu().double().numpy()
-    pbc = graph[keys.PBC][0].cpu().numpy()
-    i, j, s = neighbor_pairs(positions, cell, pbc, cutoff)
-    device = graph[keys.POSITIONS].device
-    graph[keys.EDGE_INDEX] = torch.from_numpy(np.stack([i, j])).to(device)
-    graph[keys.EDGE_SHIFTS] = torch.from_numpy(s).to(device=device, dtype=graph[keys.CELL].dtype)
+    i, j, s = pairs
+    graph[keys.EDGE_INDEX] = torch.from_numpy(np.stack([i, j]))
+    graph[keys.EDGE_SHIFTS] = torch.from_numpy(s.astype(np.float64))
+    if triplet_cutoff is not None:
+        pos = graph[keys.POSITIONS].numpy()
+        cell = graph[keys.CELL][0].numpy()
+        d = np.linalg.norm(pos[j] - pos[i] + s @ cell, axis=1)
+        graph[keys.TRIPLET_EDGES] = torch.from_numpy(
+            angular_triplets(i, d, triplet_cutoff, len(pos))
+        )
     return graph

@@ -1,7 +1,18 @@
-"""One small MLP per element, applied to the atoms of that element."""
+"""One small MLP per element, with the weights of all elements stacked.
+
+Weights have shape (S, n_in, n_out) for S elements. Two evaluation paths give
+the same result:
+
+* ``padded`` (small systems): atoms are placed in an (S, max_count, F) block
+  and each layer is one ``baddbmm`` for all elements. Few operations, so the
+  per-call overhead stays low for molecules.
+* ``grouped`` (large systems): a loop over elements (never over atoms), each a
+  plain ``addmm`` on that element's atoms; no padding waste.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -10,22 +21,22 @@ from torch import nn
 #: smooth activations only: second derivatives must exist for Hessians
 ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "celu": nn.CELU, "softplus": nn.Softplus}
 
+#: systems with more atoms than this use the grouped path
+PADDED_MAX_ATOMS = 256
 
-def _mlp(n_in: int, hidden: Sequence[int], activation: str) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    width = n_in
-    for h in hidden:
-        layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
-        width = h
-    layers.append(nn.Linear(width, 1))
-    return nn.Sequential(*layers)
+
+def _species_rank(species: torch.Tensor, n_species: int) -> tuple[torch.Tensor, int]:
+    """Rank of each atom among the atoms of its element, and the largest count."""
+    counts = torch.bincount(species, minlength=n_species)
+    order = torch.argsort(species, stable=True)
+    offsets = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(species)
+    rank[order] = torch.arange(species.numel(), device=species.device) - offsets[species[order]]
+    return rank, int(counts.max())
 
 
 class ElementMLP(nn.Module):
-    """Per-element networks: features (N, F) and species (N,) → one scalar per atom (N,).
-
-    Atoms are grouped by element (a loop over elements, never over atoms).
-    """
+    """Per-element networks: features (N, F), species (N,) → one scalar per atom (N,)."""
 
     def __init__(self, n_species: int, n_in: int, hidden: Sequence[int], activation: str):
         super().__init__()
@@ -33,12 +44,46 @@ class ElementMLP(nn.Module):
             raise ValueError(
                 f"activation must be a smooth one of {sorted(ACTIVATIONS)}, got {activation!r}"
             )
-        self.nets = nn.ModuleList(_mlp(n_in, hidden, activation) for _ in range(n_species))
+        widths = [n_in, *hidden, 1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for a, b in zip(widths[:-1], widths[1:]):
+            bound = 1.0 / math.sqrt(a)  # nn.Linear's default initialisation
+            self.weights.append(nn.Parameter(torch.empty(n_species, a, b).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(n_species, 1, b).uniform_(-bound, bound)))
+        self.activation = ACTIVATIONS[activation]()
+        self.n_species = n_species
 
     def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        if features.shape[0] <= PADDED_MAX_ATOMS:
+            return self.padded(features, species)
+        return self.grouped(features, species)
+
+    def padded(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """All elements at once with batched matmuls over a padded block."""
+        with torch.no_grad():
+            rank, max_count = _species_rank(species, self.n_species)
+        h = features.new_zeros(self.n_species, max_count, features.shape[1])
+        h = h.index_put((species, rank), features)
+        last = len(self.weights) - 1
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b, h, w)
+            if k < last:
+                h = self.activation(h)
+        return h[species, rank, 0]
+
+    def grouped(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """A loop over elements, each on its own atoms only."""
         out = features.new_zeros(features.shape[0])
-        for s, net in enumerate(self.nets):
+        last = len(self.weights) - 1
+        for s in range(self.n_species):
             idx = torch.nonzero(species == s).squeeze(-1)
-            if idx.numel():
-                out = out.index_put((idx,), net(features[idx]).squeeze(-1))
+            if idx.numel() == 0:
+                continue
+            h = features[idx]
+            for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+                h = torch.addmm(b[s], h, w[s])
+                if k < last:
+                    h = self.activation(h)
+            out = out.index_put((idx,), h.squeeze(-1))
         return out

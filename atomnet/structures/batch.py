@@ -8,10 +8,19 @@ import torch
 
 from .. import keys
 
-#: fields indexed by atom that must be offset when concatenated
-_INDEX_FIELDS = {keys.EDGE_INDEX}
+#: fields holding atom indices / edge indices, offset when concatenated
+_ATOM_INDEX_FIELDS = {keys.EDGE_INDEX}
+_EDGE_INDEX_FIELDS = {keys.TRIPLET_EDGES}
 #: fields concatenated along dim 1 (others along dim 0)
-_DIM1_FIELDS = {keys.EDGE_INDEX}
+_DIM1_FIELDS = {keys.EDGE_INDEX, keys.TRIPLET_EDGES}
+
+
+def _offsets(sizes: list[int]) -> list[int]:
+    out, total = [], 0
+    for n in sizes:
+        out.append(total)
+        total += n
+    return out
 
 
 def collate(graphs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -26,13 +35,16 @@ def collate(graphs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor
         if set(g) != fields:
             missing = fields.symmetric_difference(g)
             raise ValueError(f"cannot batch graphs with different fields: {sorted(missing)}")
-    n_atoms = torch.tensor([len(g[keys.POSITIONS]) for g in graphs])
-    atom_offsets = torch.cumsum(n_atoms, 0) - n_atoms
+    atom_offsets = _offsets([len(g[keys.POSITIONS]) for g in graphs])
+    if keys.EDGE_INDEX in fields:
+        edge_offsets = _offsets([g[keys.EDGE_INDEX].shape[1] for g in graphs])
     out: dict[str, torch.Tensor] = {}
     for key in fields:
         parts = [g[key] for g in graphs]
-        if key in _INDEX_FIELDS:
-            parts = [p + int(o) for p, o in zip(parts, atom_offsets)]
+        if key in _ATOM_INDEX_FIELDS:
+            parts = [p + o for p, o in zip(parts, atom_offsets)]
+        elif key in _EDGE_INDEX_FIELDS:
+            parts = [p + o for p, o in zip(parts, edge_offsets)]
         elif key == keys.BATCH:
             parts = [p + k for k, p in enumerate(parts)]
         out[key] = torch.cat(parts, dim=1 if key in _DIM1_FIELDS else 0)

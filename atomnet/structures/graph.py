@@ -10,6 +10,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from .. import keys
+from ..neighbors import neighbor_pairs, pairs_to_graph
 from .errors import StructureError, where
 from .validate import validate_atoms
 
@@ -74,6 +75,7 @@ def atoms_to_graph(
     elements: Sequence[str],
     *,
     cutoff: float | None = None,
+    triplet_cutoff: float | None = None,
     require: Sequence[str] = (),
     source: str | None = None,
     index: int | None = None,
@@ -85,14 +87,19 @@ def atoms_to_graph(
         atoms: the structure; positions in Å, cell rows in Å.
         elements: the model's element symbols; ``species`` indexes this list.
         cutoff: if given, the neighbour list (pairs and integer shifts) is added.
+        triplet_cutoff: if given (with ``cutoff``), angular triplets of edges
+            shorter than this (Å) are added too.
         require: labels that must be present (e.g. ``("energy", "forces")``).
         source, index: file and frame, for error messages.
         validate: run :func:`validate_atoms` first.
 
     Total charge is read from ``atoms.info["charge"]`` (e), default 0.
     """
+    pairs = None
+    if cutoff is not None:
+        pairs = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
     if validate:
-        validate_atoms(atoms, elements=elements, source=source, index=index)
+        validate_atoms(atoms, elements=elements, source=source, index=index, pairs=pairs)
     z_to_species = {chemical_symbols.index(s): k for k, s in enumerate(elements)}
     numbers = atoms.numbers
     charge = float(atoms.info.get("charge", 0.0))
@@ -108,8 +115,6 @@ def atoms_to_graph(
         keys.WEIGHT: torch.tensor([float(atoms.info.get("weight", 1.0))], dtype=torch.float64),
     }
     graph.update(_labels(atoms, require, source, index))
-    if cutoff is not None:
-        from ..neighbors import add_neighbors
-
-        add_neighbors(graph, cutoff)
+    if pairs is not None:
+        pairs_to_graph(graph, pairs, triplet_cutoff)
     return graph

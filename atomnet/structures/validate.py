@@ -34,18 +34,29 @@ def _check_finite(name: str, value: np.ndarray, source, index) -> None:
         raise StructureError(f"{where(source, index)}: {name} contains NaN or inf")
 
 
-def _check_overlap(atoms: Atoms, source, index) -> None:
-    if len(atoms) < 2:
-        return
-    from ..neighbors import neighbor_pairs
+def check_overlap(
+    atoms: Atoms, pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    source: str | None = None, index: int | None = None,
+) -> None:
+    """Raise if two atoms (or an atom and a periodic image) are closer than MIN_DISTANCE.
 
-    i, j, shifts = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, MIN_DISTANCE)
-    self_image = (i == j) & np.all(shifts == 0, axis=1)
-    i, j = i[~self_image], j[~self_image]
-    if len(i):
-        vec = atoms.positions[j] - atoms.positions[i] + shifts[~self_image] @ atoms.cell.array
-        k = int(np.argmin(np.linalg.norm(vec, axis=1)))
-        d = float(np.linalg.norm(vec[k]))
+    ``pairs`` (i, j, S) from a neighbour list of any cutoff ≥ MIN_DISTANCE is
+    reused when given; otherwise one is computed with a 1 Å cutoff.
+    """
+    if len(atoms) < 2 and not atoms.pbc.any():
+        return
+    if pairs is None:
+        from ..neighbors import neighbor_pairs
+
+        pairs = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, 1.0)
+    i, j, shifts = pairs
+    if not len(i):
+        return
+    vec = atoms.positions[j] - atoms.positions[i] + shifts @ atoms.cell.array
+    dist = np.linalg.norm(vec, axis=1)
+    k = int(np.argmin(dist))
+    d = float(dist[k])
+    if d < MIN_DISTANCE:
         raise StructureError(
             f"{where(source, index)}: atoms {int(i[k])} and {int(j[k])} are {d:.3f} Å apart "
             f"(closer than {MIN_DISTANCE} Å: overlapping atoms)"
@@ -58,9 +69,11 @@ def validate_atoms(
     elements: Sequence[str] | None = None,
     source: str | None = None,
     index: int | None = None,
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Check one structure: non-empty, finite, known elements, no overlaps.
 
+    ``pairs``: an existing neighbour list (i, j, S) to reuse for the overlap check.
     Raises :class:`StructureError` naming ``source`` and ``index``.
     """
     if len(atoms) == 0:
@@ -76,4 +89,4 @@ def validate_atoms(
             )
     if elements is not None:
         check_elements(atoms.numbers, elements, source, index)
-    _check_overlap(atoms, source, index)
+    check_overlap(atoms, pairs, source, index)
