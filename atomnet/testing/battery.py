@@ -1,0 +1,67 @@
+"""Run the whole physics battery on one potential."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from ase import Atoms
+
+from .autograd_checks import check_gradcheck, check_no_cross_talk
+from .finite_differences import check_forces_fd, check_hessian_fd, check_stress_fd
+from .symmetry import check_invariance, check_separability
+
+#: default tolerances: energies eV, forces eV/Å, stress eV/Å³, Hessian eV/Å²
+TOLERANCES = {
+    "forces_fd": 1e-5,
+    "stress_fd": 1e-5,
+    "hessian_fd": 1e-4,
+    "invariance": 1e-8,
+    "separability": 1e-8,
+    "no_cross_talk": 1e-10,
+}
+
+
+def _shifted_copy(atoms: Atoms, amplitude: float = 0.05, seed: int = 1) -> Atoms:
+    """A rattled copy (Å), so that a batch holds different structures."""
+    out = atoms.copy()
+    out.rattle(amplitude, seed=seed)
+    return out
+
+
+def run_all(
+    potential: torch.nn.Module,
+    molecule: Atoms,
+    periodic: Atoms | None = None,
+    *,
+    tolerances: Mapping[str, float] | None = None,
+    hessian: bool = True,
+    gradcheck: bool = True,
+) -> dict[str, float]:
+    """Every check of the kit; returns ``{check: measured error}`` or raises AssertionError.
+
+    Args:
+        potential: any atomnet potential (any model family, with or without tails).
+        molecule: a small non-periodic structure (gradcheck and Hessian cost grow with 3N).
+        periodic: optionally a 3-D periodic structure (stress, periodic invariance).
+        tolerances: overrides of :data:`TOLERANCES` (same keys and units).
+        hessian, gradcheck: switch the two most expensive checks off.
+    """
+    tol = {**TOLERANCES, **(tolerances or {})}
+    other = _shifted_copy(molecule)
+    results = {
+        "forces_fd": check_forces_fd(potential, molecule, tol["forces_fd"]),
+        "invariance": check_invariance(potential, molecule, tol["invariance"]),
+        "separability": check_separability(potential, molecule, other, tol["separability"]),
+    }
+    batch = [molecule, other] + ([periodic] if periodic is not None else [])
+    results["no_cross_talk"] = check_no_cross_talk(potential, batch, tol["no_cross_talk"])
+    if hessian:
+        results["hessian_fd"] = check_hessian_fd(potential, molecule, tol["hessian_fd"])
+    if gradcheck:
+        results["gradcheck"] = float(not check_gradcheck(potential, molecule))
+    if periodic is not None:
+        results["forces_fd_periodic"] = check_forces_fd(potential, periodic, tol["forces_fd"])
+        results["stress_fd"] = check_stress_fd(potential, periodic, tol["stress_fd"])
+        results["invariance_periodic"] = check_invariance(potential, periodic, tol["invariance"])
+    return results

@@ -1,0 +1,99 @@
+"""Shared fixtures: ethanol (rMD17 frame), a periodic water box, an untrained BP potential.
+
+Derivative tests run in float64 via the ``dtype`` fixture; nothing here sets a
+global default dtype.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import molecule
+
+import atomnet
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+ETHANOL = SHARED / "data" / "botnet" / "ethanol" / "train.xyz"
+ELEMENTS = ["H", "C", "O"]
+CUTOFF = 5.0
+#: small but representative: every derivative path of the default BPNN
+MODEL = {"type": "bpnn", "hidden": [32, 32]}
+
+
+@pytest.fixture(scope="session")
+def ethanol_path() -> Path:
+    """rMD17 ethanol training file (labelled extxyz), or skip when ../shared is absent."""
+    if not ETHANOL.is_file():
+        pytest.skip(f"ethanol data not found at {ETHANOL} (needs the shared data checkout)")
+    return ETHANOL
+
+
+@pytest.fixture(scope="session")
+def _ethanol_frame(ethanol_path: Path) -> Atoms:
+    return ase.io.read(ethanol_path, index=0)
+
+
+@pytest.fixture
+def ethanol(_ethanol_frame: Atoms) -> Atoms:
+    """First ethanol frame (9 atoms, non-periodic), a fresh unlabelled copy per test."""
+    atoms = _ethanol_frame.copy()
+    atoms.pbc = False
+    return atoms
+
+
+def make_water_box(n: int = 2, spacing: float = 3.1, seed: int = 0) -> Atoms:
+    """n³ water molecules on a cubic grid (≈ 1 g/cm³), randomly oriented, rattled, sheared."""
+    rng = np.random.default_rng(seed)
+    water = molecule("H2O")
+    box = Atoms(cell=np.eye(3) * n * spacing, pbc=True)
+    for x in range(n):
+        for y in range(n):
+            for z in range(n):
+                m = water.copy()
+                m.rotate(rng.uniform(0.0, 360.0), rng.normal(size=3))
+                m.translate((np.array([x, y, z]) + 0.5) * spacing)
+                box += m
+    cell = box.cell.array.copy()
+    cell[1, 0] += 0.3
+    cell[2, 1] -= 0.2
+    box.set_cell(cell, scale_atoms=True)
+    box.rattle(0.05, seed=seed + 1)
+    return box
+
+
+@pytest.fixture
+def water_box() -> Atoms:
+    """8 water molecules (24 atoms) in a slightly sheared periodic cell, ~6.2 Å edges."""
+    return make_water_box()
+
+
+@pytest.fixture
+def dtype() -> torch.dtype:
+    """dtype of derivative tests."""
+    return torch.float64
+
+
+def build_potential(dtype: torch.dtype = torch.float64, seed: int = 0) -> atomnet.Potential:
+    """Untrained BPNN for H, C, O with a fixed seed; the global RNG is left untouched."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        potential = atomnet.build(MODEL, ELEMENTS, cutoff=CUTOFF)
+    return potential.to(dtype)
+
+
+@pytest.fixture(scope="session")
+def _potential64() -> atomnet.Potential:
+    return build_potential(torch.float64)
+
+
+@pytest.fixture
+def potential(_potential64: atomnet.Potential, dtype: torch.dtype) -> atomnet.Potential:
+    """A fresh copy per test (calculators move and freeze the module they are given)."""
+    return copy.deepcopy(_potential64).to(dtype)
