@@ -75,6 +75,20 @@ def water_box() -> Atoms:
 
 
 @pytest.fixture
+def water_cell() -> Atoms:
+    """One water molecule in a 3.1 Å sheared cell: every atom sees many of its own images."""
+    return make_water_box(n=1)
+
+
+@pytest.fixture
+def water_slab() -> Atoms:
+    """The water box periodic in x and y only (mixed boundary conditions)."""
+    atoms = make_water_box()
+    atoms.pbc = [True, True, False]
+    return atoms
+
+
+@pytest.fixture
 def dtype() -> torch.dtype:
     """dtype of derivative tests."""
     return torch.float64
