@@ -54,7 +54,7 @@ class Calculator(_ASECalculator):
             p.requires_grad_(False)
 
     def _graph(self, atoms: Atoms) -> dict[str, torch.Tensor]:
-        graph = self.potential.graph(atoms)
+        graph = self.potential.graph(atoms, labels=False)
         return to_device(graph, self.device, self.dtype)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):

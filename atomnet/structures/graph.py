@@ -80,6 +80,7 @@ def atoms_to_graph(
     source: str | None = None,
     index: int | None = None,
     validate: bool = True,
+    labels: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Graph dict of one structure (float64, on CPU).
 
@@ -92,6 +93,8 @@ def atoms_to_graph(
         require: labels that must be present (e.g. ``("energy", "forces")``).
         source, index: file and frame, for error messages.
         validate: run :func:`validate_atoms` first.
+        labels: read reference labels (``ref_energy``, ``ref_forces``, …); off for
+            calculators, where ``atoms.calc`` holds predictions, not labels.
 
     Total charge is read from ``atoms.info["charge"]`` (e), default 0.
     """
@@ -114,7 +117,8 @@ def atoms_to_graph(
         keys.TOTAL_CHARGE: torch.tensor([charge], dtype=torch.float64),
         keys.WEIGHT: torch.tensor([float(atoms.info.get("weight", 1.0))], dtype=torch.float64),
     }
-    graph.update(_labels(atoms, require, source, index))
+    if labels:
+        graph.update(_labels(atoms, require, source, index))
     if pairs is not None:
         pairs_to_graph(graph, pairs, triplet_cutoff)
     return graph
