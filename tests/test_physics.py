@@ -67,6 +67,10 @@ def test_no_cross_talk(potential, ethanol, water_box, water_cell):
     assert error < 1e-10
 
 
+def test_no_cross_talk_periodic_with_stress(potential, water_box, water_cell):
+    assert testing.check_no_cross_talk(potential, [water_cell, water_box, water_cell]) < 1e-10
+
+
 def test_gradcheck_molecule(potential, ethanol):
     assert testing.check_gradcheck(potential, ethanol)
 

@@ -19,17 +19,23 @@ from ..structures import collate
 from ._tools import float64_copy, graph64, require, worst
 
 
-def _batch_vs_single(model, graphs: list[dict], batch: dict, tol: float) -> float:
-    """Batched energies (eV) and forces (eV/Å) equal the one-at-a-time ones."""
-    batched = evaluate(model, batch, forces=True)
-    singles = [evaluate(model, g, forces=True) for g in graphs]
+def _batch_vs_single(
+    model, graphs: list[dict], batch: dict, tol: float, stress: bool
+) -> float:
+    """Batched energies (eV), forces (eV/Å) and, if asked, stress (eV/Å³) equal single ones."""
+    batched = evaluate(model, batch, forces=True, stress=stress)
+    singles = [evaluate(model, g, forces=True, stress=stress) for g in graphs]
     energy = torch.cat([s.energy for s in singles])
     e_err, at = worst((batched.energy - energy).detach().cpu().numpy())
     require(e_err, tol, f"batched energy differs from single evaluation (structure {at})", "eV")
     forces = torch.cat([s.forces for s in singles])
     f_err, at = worst((batched.forces - forces).detach().cpu().numpy())
     require(f_err, tol, f"batched forces differ from single evaluation (atom, xyz {at})", "eV/Å")
-    return max(e_err, f_err)
+    if not stress:
+        return max(e_err, f_err)
+    s_err, at = worst((batched.stress - torch.cat([s.stress for s in singles])).cpu().numpy())
+    require(s_err, tol, f"batched stress differs from single evaluation ({at})", "eV/Å^3")
+    return max(e_err, f_err, s_err)
 
 
 def _cross_gradients(model, batch: dict) -> float:
@@ -61,14 +67,16 @@ def check_no_cross_talk(
 
     The gradient of each structure's energy with respect to every other
     structure's positions is exactly zero, and batched energies (eV) and forces
-    (eV/Å) equal one-at-a-time ones to ``tol``. Returns the largest deviation.
+    (eV/Å) equal one-at-a-time ones to ``tol`` (stress too, in eV/Å³, when every
+    structure is periodic in 3-D). Returns the largest deviation.
     """
     if len(structures) < 2:
         raise ValueError("check_no_cross_talk needs at least two structures")
     model = float64_copy(potential)
     graphs = [graph64(model, atoms) for atoms in structures]
     batch = collate(graphs)
-    error = _batch_vs_single(model, graphs, batch, tol)
+    stress = all(bool(atoms.pbc.all()) for atoms in structures)
+    error = _batch_vs_single(model, graphs, batch, tol, stress)
     return max(error, _cross_gradients(model, batch))
 
 
