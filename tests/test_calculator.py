@@ -127,6 +127,17 @@ def test_hessian_shape_and_symmetry(potential):
     np.testing.assert_allclose(hessian.reshape(9, 3, 3).sum(1), 0.0, atol=1e-10)
 
 
+def test_own_results_are_not_read_as_labels(potential):
+    """Regression: forces of a previous 3-atom structure must not be taken as labels."""
+    calc = _calc(potential)
+    water = molecule("H2O")
+    water.calc = calc
+    water.get_forces()
+    methane = molecule("CH4")
+    methane.calc = calc
+    assert calc.get_hessian(methane).shape == (15, 15)
+
+
 @pytest.mark.xfail(reason="bug: Calculator casts the caller's potential in place and sets "
                           "requires_grad=False on its parameters", strict=False)
 def test_calculator_leaves_caller_potential_untouched(potential, ethanol):

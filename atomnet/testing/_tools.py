@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from .. import keys
 from ..calculators import Calculator
 from ..structures import to_device
 
@@ -45,11 +44,10 @@ def attached(atoms: Atoms, calc: Calculator) -> Atoms:
 def graph64(potential: torch.nn.Module, atoms: Atoms) -> dict[str, torch.Tensor]:
     """Graph of ``atoms`` for ``potential``, float64, on the potential's device.
 
-    Reference labels (``ref_*``) are dropped so that labelled and unlabelled
-    structures can share a batch.
+    Reference labels are not read, so labelled and unlabelled structures can
+    share a batch.
     """
-    graph = {k: v for k, v in potential.graph(atoms).items() if not k.startswith(keys.REF_PREFIX)}
-    return to_device(graph, device_of(potential), torch.float64)
+    return to_device(potential.graph(atoms, labels=False), device_of(potential), torch.float64)
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
