@@ -1,0 +1,21 @@
+"""Training: config (YAML dataclasses), statistics (E0s, normalisation), losses,
+metrics, the explicit training loop and safetensors checkpoints."""
+
+from .checkpoint import CheckpointError
+from .config import Config, ConfigError, load_config
+from .losses import LossWeights, TrainingError
+from .statistics import fit_e0s, read_isolated_atoms
+from .trainer import TrainResult, train
+
+__all__ = [
+    "CheckpointError",
+    "Config",
+    "ConfigError",
+    "LossWeights",
+    "TrainResult",
+    "TrainingError",
+    "fit_e0s",
+    "load_config",
+    "read_isolated_atoms",
+    "train",
+]

@@ -1,0 +1,178 @@
+"""Training checkpoints: safetensors + a JSON header. No pickle, no ``torch.save``.
+
+Tensors: ``model.<name>`` (current weights and buffers), ``best.<name>`` (the
+best model so far), ``optimizer.<param index>.<name>`` (e.g. Adam's
+``exp_avg``, ``exp_avg_sq``, ``step``) and ``rng.torch``. The JSON header
+(metadata entry ``"atomnet_checkpoint"``) holds the optimizer's param groups
+and non-tensor state, the scheduler's state, the training progress
+(:class:`TrainState`), the RNG states of Python and NumPy, and the config.
+Files are written atomically (temporary file, then rename), so a run killed
+while writing leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+FORMAT = "atomnet-checkpoint/1"
+_KEY = "atomnet_checkpoint"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, malformed or does not match the run."""
+
+
+@dataclass
+class TrainState:
+    """Progress of a run. ``epoch``: epochs completed; losses in eV² units."""
+
+    epoch: int = 0
+    best_epoch: int = 0
+    best_loss: float = float("inf")
+    elapsed_s: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    split: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _tensors(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().cpu().clone().contiguous() for k, v in state.items()}
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state dict → (tensors, JSON part)."""
+    tensors, scalars = {}, {}
+    for index, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().clone().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    for index, entries in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(entries)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    kind, keys_, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = [kind, keys_.tolist(), int(pos), int(has_gauss), float(cached)]
+    version, internal, gauss = random.getstate()
+    return {"rng.torch": torch.get_rng_state()}, {
+        "numpy": numpy_state, "python": [version, list(internal), gauss],
+    }
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    kind, keys_, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, np.array(keys_, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _atomic_write(tensors: dict[str, torch.Tensor], header: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={_KEY: json.dumps(header)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(
+    path: str | Path,
+    potential: torch.nn.Module,
+    best_state: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: TrainState,
+    config: dict,
+) -> Path:
+    """Write the complete training state to ``path`` atomically."""
+    tensors = _tensors("model", potential.state_dict())
+    tensors.update(_tensors("best", best_state))
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    tensors.update(opt_tensors)
+    rng_tensors, rng_meta = _rng_state()
+    tensors.update(rng_tensors)
+    header = {
+        "format": FORMAT,
+        "state": asdict(state),
+        "optimizer": opt_meta,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": rng_meta,
+        "config": config,
+    }
+    path = Path(path)
+    _atomic_write(tensors, header, path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(header, tensors) of a checkpoint, read with safetensors and json only."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
+    if _KEY not in meta:
+        raise CheckpointError(f"{path}: safetensors file without an atomnet checkpoint header")
+    header = json.loads(meta[_KEY])
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unsupported checkpoint format {header.get('format')!r}")
+    return header, tensors
+
+
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def restore_checkpoint(
+    header: dict,
+    tensors: dict[str, torch.Tensor],
+    potential: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+) -> tuple[TrainState, dict[str, torch.Tensor]]:
+    """Load weights, optimizer, scheduler and RNG states in place.
+
+    Returns the :class:`TrainState` and the best model's state dict.
+    """
+    potential.load_state_dict(_prefixed(tensors, "model"), strict=True)
+    device = next(iter(potential.parameters())).device
+    opt = _unflatten_optimizer(_prefixed(tensors, "optimizer"), header["optimizer"])
+    for entries in opt["state"].values():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor) and name != "step":
+                entries[name] = value.to(device)
+    optimizer.load_state_dict(opt)
+    if scheduler is not None and header["scheduler"] is not None:
+        scheduler.load_state_dict(header["scheduler"])
+    _set_rng_state(tensors, header["rng"])
+    best = {k: v.to(device) for k, v in _prefixed(tensors, "best").items()}
+    return TrainState(**header["state"]), best

@@ -1,0 +1,275 @@
+"""The training YAML as dataclasses: ``data:``, ``model:``, ``training:``, ``output:``.
+
+Every section is checked when the file is read: an unknown key, a missing
+required key or a value of the wrong type raises :class:`ConfigError` naming
+the key and the file. Relative paths resolve against the YAML file's folder.
+
+Example::
+
+    data:
+      train: train.xyz            # extxyz (or anything ase.io reads) with energy (+ forces)
+      test_fraction: 0.1          # held-out part of train (or test: test.xyz)
+      isolated_atoms: e0s.xyz     # or e0s: {H: -13.6, ...} or e0s: fit
+    model: {type: bpnn, cutoff: 5.0, hidden: [128, 64]}
+    training: {epochs: 100, batch_size: 32, lr: 1.0e-3}
+    output: {dir: runs/ethanol}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """The training configuration is invalid; the message names the key and the file."""
+
+
+@dataclass
+class DataConfig:
+    """Datasets and reference energies.
+
+    ``valid``/``test``: separate files; otherwise ``valid_fraction``/``test_fraction``
+    of ``train`` are held out (a split seeded by ``training.seed``).
+    E0s (eV per isolated atom): ``isolated_atoms`` (a file of one-atom frames with
+    energies), ``e0s: {symbol: eV}``, or ``e0s: fit`` (least squares on the
+    training energies; the default when no ``isolated_atoms`` file is given).
+    ``energy_key``/``forces_key``/``stress_key``: label names in the files, when
+    not the standard ``energy``/``forces``/``stress``.
+    """
+
+    train: Path
+    valid: Path | None = None
+    test: Path | None = None
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.0
+    isolated_atoms: Path | None = None
+    e0s: dict[str, float] | str | None = None
+    energy_key: str = "energy"
+    forces_key: str = "forces"
+    stress_key: str = "stress"
+
+
+@dataclass
+class TrainingConfig:
+    """Optimiser, schedule and loss weights.
+
+    Loss = energy_weight·MSE(ΔE/N) [eV²/atom²] + forces_weight·MSE(ΔF) [eV²/Å²]
+    + stress_weight·MSE(Δσ) [eV²/Å⁶]; terms without labels are left out.
+    ``scheduler``: ``cosine`` (to lr·min_lr_factor over ``epochs``), ``plateau``
+    (halve the lr after ``scheduler_patience`` epochs without improvement) or ``none``.
+    ``patience``: stop after this many epochs without a better validation loss.
+    ``max_time_minutes``: wall-clock limit for one run (checked between epochs).
+    ``dtype``: ``float32`` (fast) or ``float64``.
+    """
+
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"
+    min_lr_factor: float = 0.01
+    scheduler_patience: int = 10
+    energy_weight: float = 1.0
+    forces_weight: float = 10.0
+    stress_weight: float = 1.0
+    grad_clip: float | None = 10.0
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    valid_batch_size: int = 64
+    max_time_minutes: float | None = None
+    patience: int | None = None
+
+
+@dataclass
+class OutputConfig:
+    """Where results go: ``dir`` (model.atomnet, checkpoint.atomnet, metrics.csv, PNGs).
+
+    ``log_every``: print a summary line every this many epochs.
+    ``progress``: show a tqdm progress bar.
+    """
+
+    dir: Path
+    log_every: int = 10
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    """A whole training configuration. ``model`` goes to :func:`atomnet.build`
+    (``type``, ``cutoff`` in Å, optional ``elements`` and hyper-parameters)."""
+
+    data: DataConfig
+    model: dict[str, Any]
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    output: OutputConfig = field(default_factory=lambda: OutputConfig(Path("runs/atomnet")))
+    source: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (paths as strings), e.g. for checkpoint headers."""
+        out = {}
+        for name in ("data", "model", "training", "output"):
+            value = getattr(self, name)
+            out[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return _stringify_paths(out)
+
+
+_SCHEDULERS = ("cosine", "plateau", "none")
+_DTYPES = ("float32", "float64")
+
+
+def _stringify_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stringify_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_stringify_paths(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (``Path``, ``float``, unions…)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            if option is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                continue
+        names = " or ".join(_type_name(a) for a in typing.get_args(tp))
+        raise ConfigError(f"{where}: expected {names}, got {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        # YAML 1.1 reads "1e-3" (no dot) as a string: accept numeric strings
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+    elif tp is Any:
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _section(cls: type, raw: Any, name: str, source: str) -> Any:
+    """Build dataclass ``cls`` from the mapping ``raw`` (section ``name`` of ``source``)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: section '{name}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)} "
+            f"(allowed in '{name}': {', '.join(fields)})"
+        )
+    kwargs = {}
+    for key, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if key not in raw:
+            if required:
+                raise ConfigError(f"{source}: missing required key '{name}.{key}'")
+            continue
+        kwargs[key] = _coerce(raw[key], hints[key], f"{source}: {name}.{key}")
+    return cls(**kwargs)
+
+
+def _resolve(path: Path | None, base: Path) -> Path | None:
+    if path is None:
+        return None
+    path = path.expanduser()
+    return path if path.is_absolute() else Path(os.path.normpath(base / path))
+
+
+def _check_values(cfg: Config, source: str) -> None:
+    d, t = cfg.data, cfg.training
+    for key in ("valid_fraction", "test_fraction"):
+        if not 0.0 <= getattr(d, key) < 1.0:
+            raise ConfigError(f"{source}: data.{key} must be in [0, 1), got {getattr(d, key)}")
+    if d.valid_fraction + d.test_fraction >= 1.0:
+        raise ConfigError(f"{source}: data.valid_fraction + data.test_fraction must be < 1")
+    if isinstance(d.e0s, str) and d.e0s != "fit":
+        raise ConfigError(f"{source}: data.e0s must be a mapping {{symbol: eV}} or 'fit'")
+    if d.e0s is not None and d.isolated_atoms is not None:
+        raise ConfigError(f"{source}: give either data.isolated_atoms or data.e0s, not both")
+    if t.scheduler not in _SCHEDULERS:
+        raise ConfigError(f"{source}: training.scheduler must be one of {_SCHEDULERS}")
+    if t.dtype not in _DTYPES:
+        raise ConfigError(f"{source}: training.dtype must be one of {_DTYPES}")
+    for key in ("epochs", "batch_size", "valid_batch_size"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"{source}: training.{key} must be >= 1")
+    if not t.lr > 0:
+        raise ConfigError(f"{source}: training.lr must be positive, got {t.lr}")
+    if "type" not in cfg.model:
+        raise ConfigError(f"{source}: missing required key 'model.type'")
+
+
+def config_from_dict(raw: Any, source: str = "<config>", base: Path | None = None) -> Config:
+    """Validate a parsed YAML mapping. Relative paths resolve against ``base``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the file must hold a mapping of sections")
+    sections = {"data", "model", "training", "output"}
+    unknown = sorted(set(raw) - sections)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown section(s) {unknown} (allowed: data, model, training, output)"
+        )
+    for name in ("data", "model", "output"):
+        if name not in raw:
+            raise ConfigError(f"{source}: missing required section '{name}'")
+    data = _section(DataConfig, raw["data"], "data", source)
+    training = _section(TrainingConfig, raw.get("training") or {}, "training", source)
+    output = _section(OutputConfig, raw["output"], "output", source)
+    if not isinstance(raw["model"], dict):
+        raise ConfigError(f"{source}: section 'model' must be a mapping")
+    base = Path.cwd() if base is None else base
+    for key in ("train", "valid", "test", "isolated_atoms"):
+        setattr(data, key, _resolve(getattr(data, key), base))
+    output.dir = _resolve(output.dir, base)
+    cfg = Config(data, dict(raw["model"]), training, output)
+    _check_values(cfg, source)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a training YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    cfg = config_from_dict(raw, str(path), path.resolve().parent)
+    cfg.source = path
+    return cfg

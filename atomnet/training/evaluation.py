@@ -1,0 +1,86 @@
+"""Predictions and metrics of a potential on a :class:`~atomnet.training.data.GraphSet`.
+
+Derivatives come from :func:`atomnet.derivatives.evaluate` (the only place
+autograd is called for forces and stress). Energies are compared as residuals
+E − Σ E0: the E0 term is left out of the predicted sum, and the reference
+residual was formed in float64, so float32 models lose no energy precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .. import keys
+from ..derivatives import evaluate
+from ..nn import sum_per_structure
+from .data import GraphSet, batch_order, iterate
+from .losses import LossWeights, Prediction, Reference, compute_loss
+from .metrics import ErrorAccumulator
+
+#: name of the E0 term left out of residual energies
+E0_TERM = "e0"
+
+
+def residual_energy(contributions: dict[str, torch.Tensor], graph: dict) -> torch.Tensor:
+    """(B,) eV: the sum of every term's per-atom energies except the E0 term."""
+    parts = [v for k, v in contributions.items() if k != E0_TERM]
+    atomic = torch.stack(parts).sum(0)
+    return sum_per_structure(atomic, graph[keys.BATCH], graph[keys.N_ATOMS].shape[0])
+
+
+def predict(
+    potential: torch.nn.Module, graph: dict, labels: Sequence[str], create_graph: bool
+) -> Prediction:
+    """Residual energies (and forces/stress when among ``labels``) for a batch."""
+    forces, stress = "forces" in labels, "stress" in labels
+    res = evaluate(potential, graph, forces=forces, stress=stress, create_graph=create_graph)
+    return Prediction(residual_energy(res.contributions, graph), res.forces, res.stress)
+
+
+def reference(graph: dict, residuals: torch.Tensor, labels: Sequence[str]) -> Reference:
+    """Labels of a batch; ``residuals`` (B,) float64 E_ref − Σ E0 in eV."""
+    dtype = graph[keys.POSITIONS].dtype
+    device = graph[keys.POSITIONS].device
+    return Reference(
+        energy=residuals.to(device=device, dtype=dtype),
+        n_atoms=graph[keys.N_ATOMS],
+        weight=graph[keys.WEIGHT],
+        batch=graph[keys.BATCH],
+        forces=graph.get(keys.ref("forces")) if "forces" in labels else None,
+        stress=graph.get(keys.ref("stress")) if "stress" in labels else None,
+    )
+
+
+def evaluate_set(
+    potential: torch.nn.Module,
+    data: GraphSet,
+    batch_size: int,
+    weights: LossWeights | None = None,
+    collect_forces: bool = False,
+    accumulator: ErrorAccumulator | None = None,
+) -> tuple[dict[str, float], np.ndarray | None]:
+    """Metrics (see :mod:`~atomnet.training.metrics`) of ``potential`` on ``data``.
+
+    Returns the metrics and, when ``collect_forces``, an array (2, n) of
+    reference and predicted force components in eV/Å (for parity plots).
+    ``accumulator``: add to this one (to pool several sets); the metrics
+    returned are then the pooled ones.
+    """
+    acc = ErrorAccumulator() if accumulator is None else accumulator
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    for graph, residuals in iterate(data, batch_order(len(data), batch_size)):
+        pred = predict(potential, graph, data.labels, create_graph=False)
+        ref = reference(graph, residuals, data.labels)
+        loss = compute_loss(pred, ref, weights) if weights is not None else None
+        acc.update(pred, ref, loss)
+        if collect_forces and pred.forces is not None and ref.forces is not None:
+            pairs.append((ref.forces.detach().cpu().double().numpy().ravel(),
+                          pred.forces.detach().cpu().double().numpy().ravel()))
+    parity = None
+    if pairs:
+        parity = np.stack([np.concatenate([p[0] for p in pairs]),
+                           np.concatenate([p[1] for p in pairs])])
+    return acc.compute(), parity

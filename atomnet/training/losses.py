@@ -1,0 +1,92 @@
+"""Weighted loss on energies per atom, force components and stress.
+
+    L = w_E · Σ_b w_b (ΔE_b / N_b)² / Σ_b w_b                     [eV²/atom²]
+      + w_F · Σ_i w_b(i) |ΔF_i|² / (3 Σ_i w_b(i))                  [eV²/Å²]
+      + w_σ · Σ_b w_b |Δσ_b|² / (9 Σ_b w_b)                        [eV²/Å⁶]
+
+with w_b the per-structure ``weight`` (``atoms.info["weight"]``, default 1).
+Terms whose labels are absent, or whose weight is 0, are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+
+class Prediction(NamedTuple):
+    """Model outputs for a batch (residual energy: without the E0 term)."""
+
+    energy: torch.Tensor  # (B,) eV, E − Σ E0
+    forces: torch.Tensor | None = None  # (N, 3) eV/Å
+    stress: torch.Tensor | None = None  # (B, 3, 3) eV/Å³
+
+
+class Reference(NamedTuple):
+    """Labels of a batch, with what is needed to weight them."""
+
+    energy: torch.Tensor  # (B,) eV, E_ref − Σ E0
+    n_atoms: torch.Tensor  # (B,) atoms per structure
+    weight: torch.Tensor  # (B,) per-structure loss weight
+    batch: torch.Tensor  # (N,) structure of each atom
+    forces: torch.Tensor | None = None  # (N, 3) eV/Å
+    stress: torch.Tensor | None = None  # (B, 3, 3) eV/Å³
+
+
+class LossTerms(NamedTuple):
+    """The weighted total and each unweighted term (None when left out)."""
+
+    total: torch.Tensor
+    energy: torch.Tensor | None
+    forces: torch.Tensor | None
+    stress: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the energy-per-atom, force and stress terms."""
+
+    energy: float = 1.0
+    forces: float = 10.0
+    stress: float = 1.0
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what to try."""
+
+
+def _weighted_mean(sq: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Σ w·sq / Σ w over the first dimension (sq may have trailing dims, averaged)."""
+    per_item = sq.reshape(sq.shape[0], -1).mean(-1)
+    return (w * per_item).sum() / w.sum().clamp_min(1e-12)
+
+
+def compute_loss(pred: Prediction, ref: Reference, weights: LossWeights) -> LossTerms:
+    """The weighted loss (scalar) and its terms. See the module docstring for units."""
+    w = ref.weight.to(pred.energy)
+    n = ref.n_atoms.to(pred.energy)
+    e_err = (pred.energy - ref.energy.to(pred.energy)) / n
+    energy = _weighted_mean(e_err**2, w) if weights.energy > 0 else None
+    forces = stress = None
+    if weights.forces > 0 and pred.forces is not None and ref.forces is not None:
+        forces = _weighted_mean((pred.forces - ref.forces) ** 2, w[ref.batch])
+    if weights.stress > 0 and pred.stress is not None and ref.stress is not None:
+        stress = _weighted_mean((pred.stress - ref.stress) ** 2, w)
+    total = pred.energy.new_zeros(())
+    for term, factor in ((energy, weights.energy), (forces, weights.forces),
+                         (stress, weights.stress)):
+        if term is not None:
+            total = total + factor * term
+    return LossTerms(total, energy, forces, stress)
+
+
+def check_finite(loss: torch.Tensor, epoch: int, batch: int, lr: float) -> None:
+    """Raise :class:`TrainingError` if ``loss`` is NaN or infinite."""
+    if not bool(torch.isfinite(loss)):
+        raise TrainingError(
+            f"loss became {float(loss.detach())} at epoch {epoch}, batch {batch} "
+            f"(learning rate {lr:.3g}); try a lower training.lr, a smaller "
+            f"training.grad_clip, or check the data for bad labels"
+        )

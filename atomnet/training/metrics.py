@@ -1,0 +1,107 @@
+"""Error metrics accumulated over batches, in meV units, and a text table.
+
+Keys of :meth:`ErrorAccumulator.compute` (absent when the label is absent):
+``energy_mae``/``energy_rmse`` (meV per structure), ``energy_mae_per_atom``/
+``energy_rmse_per_atom`` (meV/atom), ``forces_mae``/``forces_rmse`` (meV/Å, over
+components), ``stress_mae``/``stress_rmse`` (meV/Å³, over components), ``loss``
+(the weighted training loss, eV² units) and ``n_structures``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+from .losses import LossTerms, Prediction, Reference
+
+MEV = 1000.0
+
+
+class _Errors:
+    """Running sums of |x| and x² and a count, in float64."""
+
+    def __init__(self) -> None:
+        self.abs, self.sq, self.n = 0.0, 0.0, 0
+
+    def add(self, err: torch.Tensor) -> None:
+        err = err.detach().double()
+        self.abs += float(err.abs().sum())
+        self.sq += float((err * err).sum())
+        self.n += err.numel()
+
+    def mae(self) -> float:
+        return self.abs / self.n
+
+    def rmse(self) -> float:
+        return math.sqrt(self.sq / self.n)
+
+
+class ErrorAccumulator:
+    """Collects errors batch by batch; :meth:`compute` gives MAE/RMSE in meV units."""
+
+    def __init__(self) -> None:
+        self.energy, self.energy_per_atom = _Errors(), _Errors()
+        self.forces, self.stress = _Errors(), _Errors()
+        self.loss_sum, self.loss_n = 0.0, 0
+
+    def update(self, pred: Prediction, ref: Reference, loss: LossTerms | None = None) -> None:
+        e_err = pred.energy.detach().double() - ref.energy.double()
+        self.energy.add(e_err)
+        self.energy_per_atom.add(e_err / ref.n_atoms.double())
+        if pred.forces is not None and ref.forces is not None:
+            self.forces.add(pred.forces.detach() - ref.forces)
+        if pred.stress is not None and ref.stress is not None:
+            self.stress.add(pred.stress.detach() - ref.stress)
+        if loss is not None:
+            self.loss_sum += float(loss.total.detach()) * len(e_err)
+            self.loss_n += len(e_err)
+
+    def compute(self) -> dict[str, float]:
+        out: dict[str, float] = {"n_structures": float(self.energy.n)}
+        if self.loss_n:
+            out["loss"] = self.loss_sum / self.loss_n
+        for name in ("energy", "energy_per_atom", "forces", "stress"):
+            errors = getattr(self, name)
+            if errors.n:
+                base = name.replace("_per_atom", "")
+                suffix = "_per_atom" if name.endswith("_per_atom") else ""
+                out[f"{base}_mae{suffix}"] = MEV * errors.mae()
+                out[f"{base}_rmse{suffix}"] = MEV * errors.rmse()
+        return out
+
+
+#: (metric key, column title) for :func:`format_table`
+COLUMNS = (
+    ("n_structures", "N"),
+    ("energy_mae_per_atom", "E MAE meV/atom"),
+    ("energy_rmse_per_atom", "E RMSE meV/atom"),
+    ("energy_mae", "E MAE meV"),
+    ("energy_rmse", "E RMSE meV"),
+    ("forces_mae", "F MAE meV/Å"),
+    ("forces_rmse", "F RMSE meV/Å"),
+    ("stress_mae", "S MAE meV/Å³"),
+    ("stress_rmse", "S RMSE meV/Å³"),
+)
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
+    """A fixed-width text table: one row per dataset, columns present in any row."""
+    cols = [(k, t) for k, t in COLUMNS if any(k in r for r in rows.values())]
+    width = max([len(n) for n in rows] + [7])
+    header = f"{'set':<{width}}" + "".join(f"  {t:>{max(len(t), 8)}}" for _, t in cols)
+    lines = [header, "-" * len(header)]
+    for name, metrics in rows.items():
+        cells = []
+        for key, title in cols:
+            value = metrics.get(key)
+            w = max(len(title), 8)
+            if value is None:
+                cells.append(f"  {'-':>{w}}")
+            elif key == "n_structures":
+                cells.append(f"  {int(value):>{w}d}")
+            else:
+                cells.append(f"  {value:>{w}.2f}")
+        lines.append(f"{name:<{width}}" + "".join(cells))
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""Everything before the first step: seeds, datasets and their split, the model, E0s, statistics.
+
+Order matters and is spelled out in :func:`prepare`: frames are read, the
+elements found, the potential built (seeded), graphs made once (float64, CPU),
+E0s resolved and set, normalisation statistics computed on the training
+graphs, and finally the graphs moved to the training device and dtype.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from .. import keys
+from ..build import build
+from .config import Config, ConfigError
+from .data import (
+    GraphSet,
+    build_graphs,
+    e0_sums,
+    elements_of,
+    labels_present,
+    make_set,
+    read_frames,
+    split_indices,
+)
+from .statistics import apply_statistics, resolve_e0s
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class Datasets:
+    """Train, validation and test sets (the latter two optional)."""
+
+    train: GraphSet
+    valid: GraphSet | None
+    test: GraphSet | None
+
+
+@dataclass
+class Prepared:
+    """The result of :func:`prepare`: a potential with E0s and statistics set, and data."""
+
+    potential: torch.nn.Module
+    data: Datasets
+    e0s: dict[str, float]
+    e0_source: str
+    statistics: dict[str, float]
+    split: dict[str, list[int]]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:1``… or ``auto`` (CUDA when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"training.device is {name!r} but CUDA is not available")
+    return device
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    return _DTYPES[name]
+
+
+def _names(config: Config) -> dict[str, str]:
+    d = config.data
+    return {"energy": d.energy_key, "forces": d.forces_key, "stress": d.stress_key}
+
+
+def read_splits(config: Config) -> tuple[dict[str, list[Atoms]], dict[str, list[int]], dict]:
+    """Frames by split name, the train-file indices of each split, and their sources."""
+    d, names = config.data, _names(config)
+    frames = read_frames(d.train, names)
+    valid_fraction = 0.0 if d.valid is not None else d.valid_fraction
+    test_fraction = 0.0 if d.test is not None else d.test_fraction
+    train_idx, valid_idx, test_idx = split_indices(
+        len(frames), valid_fraction, test_fraction, config.training.seed
+    )
+    split = {"train": train_idx, "valid": valid_idx, "test": test_idx}
+    out = {name: [frames[i] for i in idx] for name, idx in split.items()}
+    sources = {name: str(d.train) for name in split}
+    for name, path in (("valid", d.valid), ("test", d.test)):
+        if path is not None:
+            out[name] = read_frames(path, names)
+            split[name] = list(range(len(out[name])))
+            sources[name] = str(path)
+    return out, split, sources
+
+
+def build_potential(config: Config, elements: list[str]) -> torch.nn.Module:
+    """The untrained potential from the ``model:`` section (``cutoff``/``elements`` popped)."""
+    model = dict(config.model)
+    cutoff = model.pop("cutoff", 5.0)
+    elements = list(model.pop("elements", elements))
+    try:
+        return build(model, elements, float(cutoff))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{config.source or '<config>'}: model: {exc}") from exc
+
+
+def prepare(config: Config) -> Prepared:
+    """Seeded model and cached datasets for ``config`` (see the module docstring)."""
+    seed_everything(config.training.seed)
+    frames, split, sources = read_splits(config)
+    if not frames["train"]:
+        raise ValueError(f"{config.data.train}: no training structures left after the split")
+    potential = build_potential(config, elements_of(frames["train"]))
+    labels = labels_present(frames["train"])
+    graphs = {
+        name: build_graphs(potential, f, labels, sources[name],
+                           split[name] if sources[name] == str(config.data.train) else None)
+        for name, f in frames.items() if f
+    }
+    e0s, e0_source = resolve_e0s(
+        config.data.e0s, config.data.isolated_atoms, graphs["train"], potential.elements
+    )
+    potential.terms["e0"].set(e0s)
+    e0 = potential.terms["e0"].e0
+    energies = torch.cat([g[keys.ref("energy")] for g in graphs["train"]])
+    stats = apply_statistics(potential, graphs["train"], energies - e0_sums(graphs["train"], e0))
+    device, dtype = resolve_device(config.training.device), resolve_dtype(config.training.dtype)
+    sets = {
+        name: make_set(name, sources[name], frames[name], g, labels, e0, device, dtype)
+        for name, g in graphs.items()
+    }
+    potential.to(device=device, dtype=dtype)
+    data = Datasets(sets["train"], sets.get("valid"), sets.get("test"))
+    return Prepared(potential, data, e0s, e0_source, stats, split)
+
+
+def write_split(prepared: Prepared, outdir: Path, train_file: Path) -> None:
+    """Write the held-out test frames taken from the training file to ``outdir/test.xyz``."""
+    import ase.io
+
+    test = prepared.data.test
+    if test is not None and test.source == str(train_file):
+        ase.io.write(outdir / "test.xyz", test.frames, format="extxyz")
