@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.build import molecule
 
 from atomnet import testing
@@ -85,3 +86,12 @@ def test_run_all(potential, water_cell):
                             "separability", "no_cross_talk", "gradcheck"}
     for name, error in results.items():
         assert error <= testing.TOLERANCES.get(name.removesuffix("_periodic"), 0.0), name
+
+
+def test_atoms_without_neighbours(potential):
+    """Isolated atoms (no edges, no triplets) batch and differentiate cleanly: zero force."""
+    lone = [Atoms("O"), Atoms("H2", positions=[[0, 0, 0], [0, 0, 6.0]]), molecule("H2O")]
+    assert testing.check_no_cross_talk(potential, lone) < 1e-10
+    assert testing.check_forces_fd(potential, lone[1]) < 1e-5
+    calc = calculator(potential)
+    assert np.abs(calc.get_forces(lone[1])).max() == 0.0
