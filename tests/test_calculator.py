@@ -138,8 +138,6 @@ def test_own_results_are_not_read_as_labels(potential):
     assert calc.get_hessian(methane).shape == (15, 15)
 
 
-@pytest.mark.xfail(reason="bug: Calculator casts the caller's potential in place and sets "
-                          "requires_grad=False on its parameters", strict=False)
 def test_calculator_leaves_caller_potential_untouched(potential, ethanol):
     potential = potential.float().train()
     atomnet.Calculator(potential, dtype="float64").get_potential_energy(ethanol)

@@ -21,13 +21,9 @@ E0S = {"H": -13.6, "C": -1029.8, "O": -2041.3}
 PACKAGE = Path(atomnet.__file__).parent
 
 
-FLOAT64_BUG = pytest.mark.xfail(
-    reason="bug: load() builds a float32 model; load_state_dict rounds float64 weights",
-    strict=False,
-)
 DTYPES = [
     pytest.param(torch.float32, id="float32"),
-    pytest.param(torch.float64, marks=FLOAT64_BUG, id="float64"),
+    pytest.param(torch.float64, id="float64"),
 ]
 
 

@@ -84,9 +84,6 @@ def test_unknown_element(tmp_path):
         _graphs(path)
 
 
-@pytest.mark.xfail(reason="bug: atoms_to_graph builds the neighbour list before validating, "
-                          "so vesin raises RuntimeError without file/frame",
-                   raises=RuntimeError, strict=False)
 def test_nan_position(tmp_path):
     bad = _labelled(molecule("CH4"))
     bad.positions[2, 1] = np.nan

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -45,6 +46,8 @@ class Calculator(_ASECalculator):
             from ..io import load
 
             model = load(model)
+        else:  # a private copy: casting or freezing must not touch the caller's module
+            model = copy.deepcopy(model)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device {device!r} requested but CUDA is not available")

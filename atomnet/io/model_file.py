@@ -90,7 +90,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu"):
     with safe_open(str(path), framework="pt", device="cpu") as f:
         state = {k: f.get_tensor(k) for k in f.keys()}
     try:
-        potential.load_state_dict(state, strict=True)
+        potential.load_state_dict(state, strict=True, assign=True)  # keep saved dtypes
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not match the recorded model ({exc})") from exc
     potential.header = header

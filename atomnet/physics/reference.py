@@ -11,7 +11,11 @@ from .. import keys
 
 
 class AtomicReference(nn.Module):
-    """Per-atom energy E0[Z_i] in eV; no dependence on positions."""
+    """Per-atom energy E0[Z_i] in eV; no dependence on positions.
+
+    Always float64 (also in a float32 model); the total energy is therefore summed
+    in float64, while forces keep the model's dtype.
+    """
 
     reads = (keys.SPECIES,)
 
@@ -34,6 +38,14 @@ class AtomicReference(nn.Module):
 
     def as_dict(self) -> dict[str, float]:
         return {s: float(v) for s, v in zip(self.elements, self.e0.tolist())}
+
+    def _apply(self, fn, recurse=True):
+        # Reference energies are large (~10³ eV per atom): keep them in float64 whatever
+        # dtype the rest of the model is cast to, so that float32 models do not round them.
+        exact = self.e0.detach().to(torch.float64)
+        super()._apply(fn, recurse)
+        self.e0 = exact.to(self.e0.device)
+        return self
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.e0[graph[keys.SPECIES]]

@@ -12,7 +12,7 @@ from ase.data import chemical_symbols
 from .. import keys
 from ..neighbors import neighbor_pairs, pairs_to_graph
 from .errors import StructureError, where
-from .validate import validate_atoms
+from .validate import check_overlap, validate_atoms
 
 #: labels a graph can carry, with their shape per structure (None = per atom)
 LABEL_SHAPES = {
@@ -98,11 +98,15 @@ def atoms_to_graph(
 
     Total charge is read from ``atoms.info["charge"]`` (e), default 0.
     """
+    if validate:  # before the neighbour list: it must not see NaN positions
+        validate_atoms(
+            atoms, elements=elements, source=source, index=index, overlap=cutoff is None
+        )
     pairs = None
     if cutoff is not None:
         pairs = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
-    if validate:
-        validate_atoms(atoms, elements=elements, source=source, index=index, pairs=pairs)
+        if validate:
+            check_overlap(atoms, pairs, source, index)
     z_to_species = {chemical_symbols.index(s): k for k, s in enumerate(elements)}
     numbers = atoms.numbers
     charge = float(atoms.info.get("charge", 0.0))

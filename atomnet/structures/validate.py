@@ -69,11 +69,12 @@ def validate_atoms(
     elements: Sequence[str] | None = None,
     source: str | None = None,
     index: int | None = None,
-    pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    overlap: bool = True,
 ) -> None:
-    """Check one structure: non-empty, finite, known elements, no overlaps.
+    """Check one structure: non-empty, finite, sane cell, known elements, no overlaps.
 
-    ``pairs``: an existing neighbour list (i, j, S) to reuse for the overlap check.
+    ``overlap=False`` skips the overlap check (for callers that run
+    :func:`check_overlap` themselves on a neighbour list they need anyway).
     Raises :class:`StructureError` naming ``source`` and ``index``.
     """
     if len(atoms) == 0:
@@ -89,4 +90,5 @@ def validate_atoms(
             )
     if elements is not None:
         check_elements(atoms.numbers, elements, source, index)
-    check_overlap(atoms, pairs, source, index)
+    if overlap:
+        check_overlap(atoms, None, source, index)
