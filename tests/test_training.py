@@ -289,10 +289,19 @@ def test_stress_labels_are_fitted(tmp_path):
     config = {
         "data": {"train": "cu.xyz", "valid_fraction": 0.34, "e0s": {"Cu": 0.0}},
         "model": {"type": "bpnn", "cutoff": 4.0, "hidden": [8]},
-        "training": {"epochs": 1, "batch_size": 2, "stress_weight": 10.0},
+        "training": {"epochs": 1, "batch_size": 2, "stress_weight": 10.0,
+                     "scheduler": "plateau"},
         "output": {"dir": "out", "progress": False},
     }
     (tmp_path / "cu.yaml").write_text(yaml.safe_dump(config))
     result = train(tmp_path / "cu.yaml")
     assert math.isfinite(result.metrics["valid"]["stress_mae"])
     assert "train_stress_mae" in result.state.history[0]
+
+
+def test_time_limit_stops_between_epochs(dataset, config_dir, capsys):
+    path = write_config(config_dir, dataset, epochs=50, max_time_minutes=1e-4)
+    result = train(path)
+    assert len(result.state.history) == 1
+    assert "time limit" in capsys.readouterr().out
+    assert (config_dir / "out" / "model.atomnet").is_file()

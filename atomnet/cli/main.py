@@ -55,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return _error(str(exc), 2)
     except KeyboardInterrupt:
-        return _error("interrupted", 130)
+        hint = " (run the same command again to resume from the last checkpoint)" \
+            if args.command == "train" else ""
+        return _error("interrupted" + hint, 130)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -116,6 +116,9 @@ def setup(config: Config) -> Run:
         if t.scheduler == "cosine":
             scheduler.T_max = t.epochs
         log(f"resuming from {path} (epoch {run.state.epoch} of {t.epochs} done)")
+        if run.state.epoch >= t.epochs:
+            log("training already complete; re-evaluating the best model "
+                "(raise training.epochs to train further)")
     return run
 
 
@@ -212,6 +215,18 @@ def end_epoch(run: Run, epoch: int, train: dict, valid: dict | None, seconds: fl
     return best
 
 
+def _last_valid(history: list[dict]) -> str:
+    """Live metrics for the progress bar: the last validation errors."""
+    if not history:
+        return ""
+    entry, parts = history[-1], []
+    if "valid_energy_mae_per_atom" in entry:
+        parts.append(f"E {entry['valid_energy_mae_per_atom']:.2f} meV/atom")
+    if "valid_forces_mae" in entry:
+        parts.append(f"F {entry['valid_forces_mae']:.1f} meV/Å")
+    return f" [valid {', '.join(parts)}]" if parts else ""
+
+
 def _should_stop(run: Run, started: float, last_epoch_s: float) -> str | None:
     t, state = run.config.training, run.state
     if t.patience is not None and state.epoch - state.best_epoch >= t.patience:
@@ -231,7 +246,7 @@ def fit(run: Run, on_epoch_end: EpochHook | None = None) -> None:
     started = time.monotonic()
     with tqdm(total=total, unit="batch", disable=not out.progress, leave=False) as bar:
         for epoch in range(first, t.epochs + 1):
-            bar.set_description(f"epoch {epoch}/{t.epochs}")
+            bar.set_description(f"epoch {epoch}/{t.epochs}{_last_valid(run.state.history)}")
             tick = time.monotonic()
             train = train_epoch(run, epoch, bar)
             valid = validate(run)
