@@ -35,15 +35,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import ase
 import ase.io
+import numpy as np
 from ase import Atoms, units
 from ase.build import bulk, molecule
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.md.langevin import Langevin
 from ase.constraints import FixCom
+from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
 # --------------------------------------------------------------------------
