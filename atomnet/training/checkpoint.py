@@ -95,6 +95,9 @@ def _atomic_write(tensors: dict[str, torch.Tensor], header: dict, path: Path) ->
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={_KEY: json.dumps(header)})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
