@@ -305,3 +305,22 @@ def test_time_limit_stops_between_epochs(dataset, config_dir, capsys):
     assert len(result.state.history) == 1
     assert "time limit" in capsys.readouterr().out
     assert (config_dir / "out" / "model.atomnet").is_file()
+
+
+def test_separate_valid_file_without_forces(dataset, tmp_path):
+    frames = methanol_frames(3, seed=5)
+    for atoms in frames:
+        atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy())
+    ase.io.write(tmp_path / "valid.xyz", frames, format="extxyz")
+    config = {
+        "data": {"train": str(dataset["train"]), "valid": "valid.xyz", "e0s": "fit"},
+        "model": dict(TINY_MODEL),
+        "training": {"epochs": 1, "batch_size": 8},
+        "output": {"dir": "out", "progress": False},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    with pytest.warns(UserWarning, match="not unique"):  # one molecule: E0s not determined
+        result = train(tmp_path / "c.yaml")
+    assert "forces_mae" in result.metrics["train"]
+    assert "forces_mae" not in result.metrics["valid"]
+    assert "energy_mae" in result.metrics["valid"]

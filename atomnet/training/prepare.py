@@ -119,11 +119,14 @@ def prepare(config: Config) -> Prepared:
     if not frames["train"]:
         raise ValueError(f"{config.data.train}: no training structures left after the split")
     potential = build_potential(config, elements_of(frames["train"]))
-    labels = labels_present(frames["train"])
+    fitted = labels_present(frames["train"])
+    # a separate valid/test file may lack some labels (e.g. forces): compare what it has
+    labels = {name: tuple(k for k in fitted if k in labels_present(f))
+              for name, f in frames.items() if f}
     graphs = {
-        name: build_graphs(potential, f, labels, sources[name],
+        name: build_graphs(potential, frames[name], labels[name], sources[name],
                            split[name] if sources[name] == str(config.data.train) else None)
-        for name, f in frames.items() if f
+        for name in labels
     }
     e0s, e0_source = resolve_e0s(
         config.data.e0s, config.data.isolated_atoms, graphs["train"], potential.elements
@@ -134,7 +137,7 @@ def prepare(config: Config) -> Prepared:
     stats = apply_statistics(potential, graphs["train"], energies - e0_sums(graphs["train"], e0))
     device, dtype = resolve_device(config.training.device), resolve_dtype(config.training.dtype)
     sets = {
-        name: make_set(name, sources[name], frames[name], g, labels, e0, device, dtype)
+        name: make_set(name, sources[name], frames[name], g, labels[name], e0, device, dtype)
         for name, g in graphs.items()
     }
     potential.to(device=device, dtype=dtype)
