@@ -83,9 +83,14 @@ def main() -> None:
     parser.add_argument("--model", help="a .atomnet file (default: untrained BP H/C/O)")
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args()
+    run_speed(args.model, args.repeats)
+
+
+def run_speed(model: str | None, repeats: int) -> None:
+    """Print the timing table for ``model`` (a path; None: untrained BP for H/C/O)."""
     torch.manual_seed(0)
-    if args.model:
-        potential = atomnet.load(args.model)
+    if model:
+        potential = atomnet.load(model)
     else:
         potential = atomnet.build({"type": "bpnn"}, ["H", "C", "O"], cutoff=5.0)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
@@ -97,9 +102,9 @@ def main() -> None:
     ethanol = read(SHARED / "ethanol" / "test_MD.xyz", 0)
     box = water_box()
     for dtype in ("float32", "float64"):
-        profile_system("ethanol", ethanol, potential, dtype, args.repeats)
+        profile_system("ethanol", ethanol, potential, dtype, repeats)
     for dtype in ("float32", "float64"):
-        profile_system("water", box, potential, dtype, max(args.repeats // 20, 5))
+        profile_system("water", box, potential, dtype, max(repeats // 20, 5))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ class ModelFileError(ValueError):
 def save(potential, path: str | os.PathLike, info: dict | None = None) -> Path:
     """Write ``potential`` to ``path`` atomically (temporary file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     reference = potential.terms["e0"].as_dict() if "e0" in potential.terms else {}
     header = {
         "format": FORMAT,
@@ -46,15 +45,29 @@ def save(potential, path: str | os.PathLike, info: dict | None = None) -> Path:
         "info": info or {},
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in potential.state_dict().items()}
+    write_atomic(tensors, {_KEY: json.dumps(header)}, path)
+    return path
+
+
+def write_atomic(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
+    """Write a safetensors file atomically: a temporary file beside it, then a rename.
+
+    A crash mid-write leaves the previous file intact. The file gets the usual
+    permissions (0666 less the umask), not mkstemp's 0600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={_KEY: json.dumps(header)})
+        save_file(tensors, tmp, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return path
 
 
 def read_header(path: str | os.PathLike) -> dict:

@@ -1,0 +1,65 @@
+"""Train the BP model on rMD17 ethanol and report test MAE, CPU time and call speed.
+
+Trains on ``../shared/data/botnet/ethanol/train.xyz`` (E0s from
+``isolated_atoms.xyz``), tests on ``test_MD.xyz`` (1,000 structures), then times
+``atomnet.Calculator`` energy+forces calls with the trained model on ethanol and
+a 1,536-atom periodic water box (see ``calculator_speed.py``).
+
+    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/ethanol_bp.py \\
+        [--config benchmarks/ethanol_bp.yaml] [--epochs N] [--hidden 128 64] [--out DIR]
+
+Published reference (rMD17 ethanol, 1,000 training structures): ANI energy MAE
+2.5 meV, force MAE 13.4 meV/Å.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from calculator_speed import run_speed  # noqa: E402
+
+from atomnet.training import load_config, train  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(HERE / "ethanol_bp.yaml"))
+    parser.add_argument("--epochs", type=int, help="override training.epochs")
+    parser.add_argument("--hidden", type=int, nargs="+", help="override model.hidden")
+    parser.add_argument("--out", help="override output.dir")
+    parser.add_argument("--repeats", type=int, default=200, help="speed: calls per median")
+    args = parser.parse_args()
+    config = load_config(args.config)
+    if args.epochs:
+        config.training.epochs = args.epochs
+    if args.hidden:
+        config.model["hidden"] = args.hidden
+    if args.out:
+        config.output.dir = Path(args.out).resolve()
+    print(f"threads {torch.get_num_threads()}; model {config.model}; "
+          f"epochs {config.training.epochs}, batch {config.training.batch_size}")
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = train(config)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    test = result.metrics.get("test", {})
+    print(f"\ntraining + evaluation: {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU")
+    print("test_MD.xyz (1,000 structures):")
+    for key in ("energy_mae", "energy_rmse", "energy_mae_per_atom", "forces_mae", "forces_rmse"):
+        if key in test:
+            unit = "meV/Å" if key.startswith("forces") else (
+                "meV/atom" if key.endswith("per_atom") else "meV")
+            print(f"  {key:<22} {test[key]:8.2f} {unit}")
+    print("  published ANI: energy MAE 2.5 meV, forces MAE 13.4 meV/Å")
+    run_speed(str(result.model_path), args.repeats)
+
+
+if __name__ == "__main__":
+    main()
