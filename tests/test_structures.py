@@ -66,6 +66,25 @@ def test_good_file_reads(tmp_path):
     assert graphs[1][keys.ref(keys.FORCES)].shape == (5, 3)
 
 
+def test_ase_database_reads_with_labels(tmp_path):
+    """ASE databases (.db) go through the same reader; labels survive the round trip."""
+    frames = []
+    for k, name in enumerate(["H2O", "CH4", "CH3OH"]):
+        atoms = molecule(name)
+        forces = np.full((len(atoms), 3), 0.1 * (k + 1))
+        atoms.calc = SinglePointCalculator(atoms, energy=-float(k + 1), forces=forces)
+        frames.append(atoms)
+    path = tmp_path / "set.db"
+    ase.io.write(path, frames)
+    read = read_structures(path, require=LABELS)
+    graphs = _graphs(path)
+    assert [len(a) for a in read] == [3, 5, 6]
+    for k, g in enumerate(graphs):
+        assert float(g[keys.ref("energy")]) == -(k + 1)
+        assert torch.allclose(g[keys.ref("forces")], torch.full_like(g[keys.ref("forces")],
+                                                                     0.1 * (k + 1)))
+
+
 def test_missing_energy(tmp_path):
     path = _write(tmp_path / "no_energy.xyz", _labelled(molecule("CH4"), energy=None))
     with pytest.raises(StructureError, match=_where(path) + ": missing 'energy'"):
