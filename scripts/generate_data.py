@@ -463,6 +463,10 @@ spin-polarised UKS with ground-state multiplicities H 2S+1 = 2, C 3, O 3
 `config_type="isolated_atom"`, `multiplicity`, `method`. Energies (eV):
 {atom_energies}.
 
+These E0s belong to this dataset only: the rMD17/BOTNet ethanol E0s in
+`../shared/data` (ORCA, PBE/def2-SVP) differ by ~2–3 eV for C and O because the
+codes' grids and atomic treatments differ. Always pair a dataset with its own E0s.
+
 ## `{f_cu}` — fcc Cu, **EMT, not DFT** ({n_cu_frames} configurations)
 
 Labelled with ASE's EMT (effective-medium theory) calculator, ASE {ase}:
