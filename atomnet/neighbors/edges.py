@@ -17,7 +17,7 @@ def edge_vectors(graph: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Te
     pos = graph[keys.POSITIONS]
     vec = pos[j] - pos[i]
     shifts = graph[keys.EDGE_SHIFTS]
-    if shifts.numel():
+    if shifts.numel() and bool(graph[keys.PBC].any()):  # molecules: all shifts are zero
         cell = graph[keys.CELL][graph[keys.BATCH][i]]  # (E, 3, 3)
         vec = vec + torch.einsum("ea,eab->eb", shifts, cell)
     lengths = torch.linalg.vector_norm(vec, dim=-1)
