@@ -170,3 +170,17 @@ def test_cuda_request_without_cuda_is_clear(potential):
         pytest.skip("CUDA is available")
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         _calc(potential, device="cuda")
+
+
+def test_calculator_thread_setting_is_restored_and_results_unchanged(potential, ethanol):
+    """Small systems run on one intra-op thread; torch's process setting is restored."""
+    before = torch.get_num_threads()
+    ethanol = ethanol.copy()
+    ethanol.calc = atomnet.Calculator(potential, dtype="float64")
+    forces_auto = ethanol.get_forces()
+    assert torch.get_num_threads() == before
+    ethanol.calc = atomnet.Calculator(potential, dtype="float64", threads=2)
+    np.testing.assert_allclose(ethanol.get_forces(), forces_auto, atol=1e-12)
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        atomnet.Calculator(potential, threads=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 
@@ -15,6 +16,23 @@ from ..derivatives import evaluate
 from ..structures import to_device
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: below this many atoms a CPU call runs on one intra-op thread (see ``threads``)
+SMALL_SYSTEM_ATOMS = 64
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int | None):
+    """Run the block with ``n`` torch intra-op threads (None: leave as is), then restore."""
+    previous = torch.get_num_threads()
+    if n is None or n == previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _resolve_dtype(dtype) -> torch.dtype:
@@ -32,6 +50,11 @@ class Calculator(_ASECalculator):
         model: a path to a ``.atomnet`` file or a :class:`~atomnet.potential.Potential`.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``…
         dtype: ``"float64"`` (default: exact derivatives, Hessians) or ``"float32"`` (faster).
+        threads: torch intra-op threads for a CPU call. ``None`` (default): one thread
+            for systems under 64 atoms, whose calls are bound by per-operation
+            overhead that extra threads only add wake-up latency to (measured 3.3 vs
+            5–8 ms per ethanol call with two threads), and torch's setting otherwise.
+            The process-wide setting is restored after each call.
 
     Properties: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom),
     ``forces`` (eV/Å), ``stress`` (eV/Å³, Voigt, 3-D periodic cells only).
@@ -40,8 +63,13 @@ class Calculator(_ASECalculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, model, device: str = "cpu", dtype="float64", **kwargs):
+    def __init__(
+        self, model, device: str = "cpu", dtype="float64", threads: int | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be a positive integer or None, got {threads}")
+        self.threads = threads
         if isinstance(model, (str, os.PathLike)):
             from ..io import load
 
@@ -56,6 +84,13 @@ class Calculator(_ASECalculator):
         for p in self.potential.parameters():
             p.requires_grad_(False)
 
+    def _threads(self, atoms: Atoms) -> int | None:
+        if self.device.type != "cpu":
+            return None
+        if self.threads is not None:
+            return self.threads
+        return 1 if len(atoms) < SMALL_SYSTEM_ATOMS else None
+
     def _graph(self, atoms: Atoms) -> dict[str, torch.Tensor]:
         graph = self.potential.graph(atoms, labels=False)
         return to_device(graph, self.device, self.dtype)
@@ -65,7 +100,10 @@ class Calculator(_ASECalculator):
         want_stress = "stress" in properties
         if want_stress and not self.atoms.pbc.all():
             raise PropertyNotImplementedError("stress needs a cell periodic in all 3 directions")
-        res = evaluate(self.potential, self._graph(self.atoms), forces=True, stress=want_stress)
+        with _intra_op_threads(self._threads(self.atoms)):
+            res = evaluate(
+                self.potential, self._graph(self.atoms), forces=True, stress=want_stress
+            )
         energy = float(res.energy.detach().sum())
         self.results = {
             "energy": energy,
@@ -87,5 +125,6 @@ class Calculator(_ASECalculator):
         atoms = self.atoms if atoms is None else atoms
         if atoms is None:
             raise ValueError("get_hessian needs atoms")
-        res = evaluate(self.potential, self._graph(atoms), forces=True, hessian=True)
+        with _intra_op_threads(self._threads(atoms)):
+            res = evaluate(self.potential, self._graph(atoms), forces=True, hessian=True)
         return res.hessian.cpu().double().numpy()
