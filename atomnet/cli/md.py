@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[float, float, float, float]] = []
 
-    with open(out, "w") as traj, tqdm(total=args.steps, unit="step", leave=False) as bar:
+    with open(out, "w") as traj, tqdm(total=args.steps, unit="step", leave=False,
+                                         disable=None) as bar:
         def observe() -> None:
             step = dyn.get_number_of_steps()
             rows.append((step * args.timestep, atoms.get_potential_energy(),

@@ -244,7 +244,9 @@ def fit(run: Run, on_epoch_end: EpochHook | None = None) -> None:
     n_batches = math.ceil(len(run.prepared.data.train) / t.batch_size)
     total = max(t.epochs - first + 1, 0) * n_batches
     started = time.monotonic()
-    with tqdm(total=total, unit="batch", disable=not out.progress, leave=False) as bar:
+    # disable=None: the bar shows on a terminal only, so logs get the summary lines alone
+    bar = tqdm(total=total, unit="batch", disable=None if out.progress else True, leave=False)
+    with bar:
         for epoch in range(first, t.epochs + 1):
             bar.set_description(f"epoch {epoch}/{t.epochs}{_last_valid(run.state.history)}")
             tick = time.monotonic()
