@@ -8,12 +8,13 @@ forces, stress and Hessians are exact.
 
 from .edges import edge_vectors
 from .triplets import angular_triplets, triplets_by_center
-from .vesin_backend import neighbor_pairs, pairs_to_graph
+from .vesin_backend import neighbor_pairs, pair_distances, pairs_to_graph
 
 __all__ = [
     "angular_triplets",
     "edge_vectors",
     "neighbor_pairs",
+    "pair_distances",
     "pairs_to_graph",
     "triplets_by_center",
 ]

@@ -32,25 +32,40 @@ def neighbor_pairs(
     return i.astype(np.int64), j.astype(np.int64), s.astype(np.int64)
 
 
+def pair_distances(
+    positions: np.ndarray, cell: np.ndarray, pairs: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """|r_j − r_i + S @ cell| (E,) in Å, in NumPy: for selecting pairs and checking input.
+
+    Never enters a model (contract 1): models recompute distances differentiably.
+    """
+    i, j, s = pairs
+    return np.linalg.norm(positions[j] - positions[i] + s @ cell, axis=1)
+
+
 def pairs_to_graph(
     graph: dict[str, torch.Tensor],
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    distances: np.ndarray | None = None,
     triplet_cutoff: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Store a pair list (and, if asked, angular triplets) in a one-structure graph.
 
     Adds ``edge_index`` (2, E), ``edge_shifts`` (E, 3) (integer values, float dtype,
     ready to multiply with the cell) and, with ``triplet_cutoff`` (Å),
-    ``triplet_edges`` (2, T). Modifies ``graph`` in place and returns it.
+    ``triplet_edges`` (2, T), selected with ``distances`` (Å, from
+    :func:`pair_distances`; computed when not given). Modifies ``graph`` in place.
     """
     i, j, s = pairs
     graph[keys.EDGE_INDEX] = torch.from_numpy(np.stack([i, j]))
     graph[keys.EDGE_SHIFTS] = torch.from_numpy(s.astype(np.float64))
     if triplet_cutoff is not None:
-        pos = graph[keys.POSITIONS].numpy()
-        cell = graph[keys.CELL][0].numpy()
-        d = np.linalg.norm(pos[j] - pos[i] + s @ cell, axis=1)
+        if distances is None:
+            distances = pair_distances(
+                graph[keys.POSITIONS].numpy(), graph[keys.CELL][0].numpy(), pairs
+            )
+        n_atoms = graph[keys.POSITIONS].shape[0]
         graph[keys.TRIPLET_EDGES] = torch.from_numpy(
-            angular_triplets(i, d, triplet_cutoff, len(pos))
+            angular_triplets(i, distances, triplet_cutoff, n_atoms)
         )
     return graph

@@ -10,7 +10,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from .. import keys
-from ..neighbors import neighbor_pairs, pairs_to_graph
+from ..neighbors import neighbor_pairs, pair_distances, pairs_to_graph
 from .errors import StructureError, where
 from .validate import check_overlap, validate_atoms
 
@@ -102,11 +102,12 @@ def atoms_to_graph(
         validate_atoms(
             atoms, elements=elements, source=source, index=index, overlap=cutoff is None
         )
-    pairs = None
+    pairs = distances = None
     if cutoff is not None:
         pairs = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+        distances = pair_distances(atoms.positions, atoms.cell.array, pairs)
         if validate:
-            check_overlap(atoms, pairs, source, index)
+            check_overlap(atoms, pairs, distances, source, index)
     z_to_species = {chemical_symbols.index(s): k for k, s in enumerate(elements)}
     numbers = atoms.numbers
     charge = float(atoms.info.get("charge", 0.0))
@@ -124,5 +125,5 @@ def atoms_to_graph(
     if labels:
         graph.update(_labels(atoms, require, source, index))
     if pairs is not None:
-        pairs_to_graph(graph, pairs, triplet_cutoff)
+        pairs_to_graph(graph, pairs, distances, triplet_cutoff)
     return graph

@@ -8,6 +8,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
+from ..neighbors import neighbor_pairs, pair_distances
 from .errors import StructureError, where
 
 #: atoms closer than this (Å) are rejected as overlapping
@@ -35,27 +36,28 @@ def _check_finite(name: str, value: np.ndarray, source, index) -> None:
 
 
 def check_overlap(
-    atoms: Atoms, pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-    source: str | None = None, index: int | None = None,
+    atoms: Atoms,
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    distances: np.ndarray | None = None,
+    source: str | None = None,
+    index: int | None = None,
 ) -> None:
     """Raise if two atoms (or an atom and a periodic image) are closer than MIN_DISTANCE.
 
-    ``pairs`` (i, j, S) from a neighbour list of any cutoff ≥ MIN_DISTANCE is
-    reused when given; otherwise one is computed with a 1 Å cutoff.
+    ``pairs`` (i, j, S) from a neighbour list of any cutoff ≥ MIN_DISTANCE, and
+    their ``distances`` (Å), are reused when given; otherwise a 1 Å list is made.
     """
     if len(atoms) < 2 and not atoms.pbc.any():
         return
     if pairs is None:
-        from ..neighbors import neighbor_pairs
-
         pairs = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, 1.0)
-    i, j, shifts = pairs
-    if not len(i):
+    if distances is None:
+        distances = pair_distances(atoms.positions, atoms.cell.array, pairs)
+    if not len(distances):
         return
-    vec = atoms.positions[j] - atoms.positions[i] + shifts @ atoms.cell.array
-    dist = np.linalg.norm(vec, axis=1)
-    k = int(np.argmin(dist))
-    d = float(dist[k])
+    i, j, _ = pairs
+    k = int(np.argmin(distances))
+    d = float(distances[k])
     if d < MIN_DISTANCE:
         raise StructureError(
             f"{where(source, index)}: atoms {int(i[k])} and {int(j[k])} are {d:.3f} Å apart "
@@ -91,4 +93,4 @@ def validate_atoms(
     if elements is not None:
         check_elements(atoms.numbers, elements, source, index)
     if overlap:
-        check_overlap(atoms, None, source, index)
+        check_overlap(atoms, source=source, index=index)
