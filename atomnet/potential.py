@@ -1,79 +1,188 @@
-"""Potential: named energy terms → per-atom contributions → total energy per structure.
+"""Potential: ordered stages write fields, energy terms write per-atom energies, summed.
 
-Each term is a module mapping a graph to per-atom energies (N,) in eV and
-declaring the fields it ``reads``. The potential recomputes edge vectors from
-positions and cell (contract 1), runs every term, keeps each term's per-atom
-contribution visible (contract 3) and sums them.
+Each part is a :class:`~atomnet.terms.Term` (or any module with the same
+attributes) declaring the fields it ``reads``, the fields a stage ``writes`` and
+the neighbour reach it needs (``pair_cutoff``, ``triplet_cutoff`` in Å). The
+potential
+
+1. recomputes edge vectors of every pair list from positions and cell
+   (contract 1: one integer list per distinct cutoff);
+2. runs the stages in order (e.g. charges), each adding its fields;
+3. runs every energy term, keeps each per-atom contribution visible
+   (contract 3) and sums them;
+4. returns the declared outputs: ``energy`` always, ``charges`` and ``dipole``
+   when a stage writes charges.
+
+The wiring (what each part reads, which lists exist) is checked when the
+potential is built, so a mis-wired model fails in ``__init__`` naming the field.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from . import keys
+from . import models as _models  # noqa: F401  (registers the model term types)
+from . import physics as _physics  # noqa: F401  (registers the physics term types)
+from .errors import UsageError
 from .neighbors import edge_vectors
 from .nn import sum_per_structure
+from .terms import StatisticsData, build_term, term_recipe
 
-#: fields every graph provides before any term runs
-PROVIDED = {
+#: fields every graph provides before any stage runs
+PROVIDED = (
     keys.POSITIONS, keys.NUMBERS, keys.SPECIES, keys.CELL, keys.PBC, keys.BATCH,
-    keys.N_ATOMS, keys.TOTAL_CHARGE, keys.EDGE_INDEX, keys.EDGE_SHIFTS,
-    keys.EDGE_VECTORS, keys.EDGE_LENGTHS, keys.TRIPLET_EDGES,
-}
+    keys.N_ATOMS, keys.TOTAL_CHARGE,
+)
+
+
+def _pair_lists(parts: Sequence[nn.Module]) -> dict[float, float | None]:
+    """{cutoff: largest triplet cutoff asked for on it, or None}, sorted by cutoff."""
+    lists: dict[float, float | None] = {}
+    for part in parts:
+        cutoff = getattr(part, "pair_cutoff", None)
+        if cutoff is None:
+            continue
+        cutoff = float(cutoff)
+        triplet = getattr(part, "triplet_cutoff", None)
+        old = lists.get(cutoff)
+        lists[cutoff] = max(t for t in (old, triplet) if t is not None) \
+            if (old is not None or triplet is not None) else None
+    return dict(sorted(lists.items()))
 
 
 class Potential(nn.Module):
-    """Sum of named energy terms over one set of elements and one neighbour cutoff.
+    """Stages and energy terms over one set of elements.
 
     Args:
-        terms: ``{name: module}``; each module's ``forward(graph)`` returns (N,) eV.
+        terms: ``{name: module}`` energy terms; each ``forward(graph)`` returns (N,) eV.
         elements: element symbols; ``species`` indexes this list.
-        cutoff: neighbour-list cutoff in Å (the largest any term needs).
-        config: the build recipe (model section etc.), stored in model files.
+        stages: ``{name: module}`` run in order before the energy terms; each
+            ``forward(graph)`` returns ``{field: tensor}`` for the fields it ``writes``.
     """
 
     def __init__(
         self,
         terms: Mapping[str, nn.Module],
         elements: Sequence[str],
-        cutoff: float,
-        config: dict | None = None,
+        stages: Mapping[str, nn.Module] | None = None,
     ):
         super().__init__()
         self.elements = list(elements)
-        self.cutoff = float(cutoff)
-        self.config = dict(config or {})
-        self.terms = nn.ModuleDict(terms)
-        self._check_wiring()
-        wanted = [t.triplet_cutoff for t in terms.values() if getattr(t, "triplet_cutoff", None)]
-        #: cutoff (Å) of the angular triplets the graph must carry, or None
-        self.triplet_cutoff = max(wanted) if wanted else None
+        self.stages = nn.ModuleDict(dict(stages or {}))
+        self.terms = nn.ModuleDict(dict(terms))
+        if not len(self.terms):
+            raise UsageError("a potential needs at least one energy term")
+        #: {cutoff Å: triplet cutoff Å or None}: the integer pair lists graphs must carry
+        self.pair_lists = _pair_lists([*self.stages.values(), *self.terms.values()])
+        self.outputs = self._check_wiring()
 
-    def _check_wiring(self) -> None:
+    @property
+    def cutoff(self) -> float:
+        """The largest reach (Å) of any part: how far apart two atoms can interact."""
+        return max(self.pair_lists, default=0.0)
+
+    def _provided(self) -> set[str]:
         available = set(PROVIDED)
-        for name, term in self.terms.items():
-            missing = set(getattr(term, "reads", ())) - available
-            if missing:
-                raise ValueError(
-                    f"energy term {name!r} reads {sorted(missing)}, which no earlier stage writes"
-                )
-            available |= set(getattr(term, "writes", ()))
+        for cutoff, triplet in self.pair_lists.items():
+            f = keys.pairs(cutoff)
+            available |= {f.index, f.shifts, f.vectors, f.lengths}
+            if triplet is not None:
+                available.add(f.triplets)
+        return available
 
+    def _check_wiring(self) -> tuple[str, ...]:
+        """Check reads/writes in order; return the declared outputs."""
+        available = self._provided()
+        for group, parts in (("stage", self.stages), ("energy term", self.terms)):
+            for name, part in parts.items():
+                kind = getattr(part, "kind", "energy")
+                if kind != ("stage" if group == "stage" else "energy"):
+                    raise UsageError(f"{group} {name!r} is of kind {kind!r}")
+                missing = set(getattr(part, "reads", ())) - available
+                if missing:
+                    raise UsageError(
+                        f"{group} {name!r} reads {sorted(missing)}, which no earlier stage writes"
+                    )
+                available |= set(getattr(part, "writes", ()))
+        outputs = [keys.ENERGY]
+        if keys.CHARGES in available:
+            outputs += [keys.CHARGES, keys.DIPOLE]
+        return tuple(outputs)
+
+    # --- parts ------------------------------------------------------------
     @property
     def term_names(self) -> list[str]:
         return list(self.terms)
 
-    def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Evaluate all terms. Returns a new dict: the graph plus
+    @property
+    def stage_names(self) -> list[str]:
+        return list(self.stages)
 
-        ``contributions`` ({name: (N,) eV}), ``atomic_energies`` (N,) eV and
-        ``energy`` (B,) eV.
-        """
+    def _parts(self) -> Iterator[tuple[str, nn.Module]]:
+        yield from self.stages.items()
+        yield from self.terms.items()
+
+    @property
+    def reference(self) -> nn.Module | None:
+        """The per-element reference-energy term (E0s), or None."""
+        found = [t for t in self.terms.values() if getattr(t, "is_reference", False)]
+        if len(found) > 1:
+            raise UsageError("a potential may hold only one reference-energy term")
+        return found[0] if found else None
+
+    @property
+    def reference_names(self) -> set[str]:
+        """Names of the reference-energy terms: left out of the residual energies."""
+        return {n for n, t in self.terms.items() if getattr(t, "is_reference", False)}
+
+    # --- recipe -----------------------------------------------------------
+    def recipe(self) -> dict[str, Any]:
+        """JSON-able description that rebuilds this potential (weights aside)."""
+        return {
+            "elements": list(self.elements),
+            "stages": [{"name": n, **term_recipe(t)} for n, t in self.stages.items()],
+            "terms": [{"name": n, **term_recipe(t)} for n, t in self.terms.items()],
+        }
+
+    @classmethod
+    def from_recipe(cls, recipe: Mapping[str, Any]) -> Potential:
+        """Rebuild a potential (untrained weights) from :meth:`recipe`'s output."""
+        elements = list(recipe["elements"])
+
+        def parts(entries):
+            out = {}
+            for entry in entries:
+                entry = dict(entry)
+                name = entry.pop("name")
+                if name in out:
+                    raise UsageError(f"two parts are named {name!r}")
+                out[name] = build_term(entry, elements)
+            return out
+
+        return cls(parts(recipe["terms"]), elements, stages=parts(recipe.get("stages", [])))
+
+    # --- evaluation -------------------------------------------------------
+    def prepare(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A new dict: ``graph`` with edge vectors of every pair list and every stage's fields."""
         graph = dict(graph)
-        edge_vectors(graph)
+        for cutoff in self.pair_lists:
+            edge_vectors(graph, keys.pairs(cutoff))
+        for stage in self.stages.values():
+            graph.update(stage(graph))
+        return graph
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Evaluate all parts. Returns a new dict: the prepared graph plus
+
+        ``contributions`` ({name: (N,) eV}), ``atomic_energies`` (N,) eV,
+        ``energy`` (B,) eV and, with charges, ``dipole`` (B, 3) e·Å = Σ q_i r_i.
+        """
+        graph = self.prepare(graph)
         contributions = {}
         total = None
         for name, term in self.terms.items():
@@ -81,21 +190,45 @@ class Potential(nn.Module):
             contributions[name] = e
             total = e if total is None else total + e
         n_structures = graph[keys.N_ATOMS].shape[0]
+        batch = graph[keys.BATCH]
         graph[keys.CONTRIBUTIONS] = contributions
         graph[keys.ATOMIC_ENERGIES] = total
-        graph[keys.ENERGY] = sum_per_structure(total, graph[keys.BATCH], n_structures)
+        graph[keys.ENERGY] = sum_per_structure(total, batch, n_structures)
+        if keys.DIPOLE in self.outputs:
+            moments = graph[keys.CHARGES].unsqueeze(-1) * graph[keys.POSITIONS]
+            graph[keys.DIPOLE] = sum_per_structure(moments, batch, n_structures)
         return graph
 
     def graph(self, atoms, **kwargs) -> dict[str, torch.Tensor]:
-        """Graph of ``atoms`` with the neighbours and triplets this potential needs.
+        """Graph of ``atoms`` with the pair lists (and triplets) this potential needs.
 
         Keyword arguments go to :func:`atomnet.structures.atoms_to_graph`.
         """
         from .structures import atoms_to_graph
 
-        return atoms_to_graph(
-            atoms, self.elements, cutoff=self.cutoff, triplet_cutoff=self.triplet_cutoff, **kwargs
-        )
+        return atoms_to_graph(atoms, self.elements, pair_lists=self.pair_lists, **kwargs)
+
+    # --- training statistics ---------------------------------------------
+    def fit_statistics(
+        self, graphs: Sequence[dict], residuals: torch.Tensor, batch_size: int = 64
+    ) -> dict[str, float]:
+        """Ask every part to set its statistics (normalisation, scale, shift) from
+        training ``graphs`` (float64, with labels) and ``residuals`` (n,) eV.
+        Returns the scalars set, prefixed by part name (for logs and model files)."""
+        from .structures import collate
+
+        def batches():
+            with torch.no_grad():
+                for k in range(0, len(graphs), batch_size):
+                    yield self.prepare(collate(graphs[k:k + batch_size]))
+
+        data = StatisticsData(graphs, residuals, batches)
+        info: dict[str, float] = {}
+        for name, part in self._parts():
+            fit = getattr(part, "fit_statistics", None)
+            if fit is not None:
+                info.update({f"{name}.{k}": v for k, v in fit(data).items()})
+        return info
 
     def extra_repr(self) -> str:
-        return f"elements={self.elements}, cutoff={self.cutoff} Å"
+        return f"elements={self.elements}, pair lists (Å)={list(self.pair_lists)}"

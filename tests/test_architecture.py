@@ -14,10 +14,10 @@ PACKAGE = Path(atomnet.__file__).parent
 #: stage of each top-level module; a module imports only from its own stage or earlier ones.
 #: structures and neighbors share a stage (graph building adds the neighbour list).
 STAGES = {
-    "keys": 0, "units": 0, "version": 0,
+    "keys": 0, "units": 0, "version": 0, "errors": 0, "dtypes": 0,
     "structures": 1, "neighbors": 1,
     "descriptors": 2,
-    "nn": 3,
+    "nn": 3, "terms": 3,
     "models": 4,
     "physics": 5,
     "potential": 6, "build": 6,

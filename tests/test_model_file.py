@@ -78,10 +78,11 @@ def test_header(trained_like, tmp_path):
     assert header["elements"] == ["H", "C", "O"]
     assert header["cutoff"] == 5.0
     assert header["units"] == units.MODEL_UNITS
-    assert header["e0s"] == pytest.approx(E0S)
-    assert header["config"]["model"]["type"] == "bpnn"
+    assert "e0s" not in header, "E0s have one source of truth: the e0 tensor"
+    assert atomnet.load(path).reference.as_dict() == pytest.approx(E0S)
+    terms = {t["name"]: t["type"] for t in header["potential"]["terms"]}
+    assert terms == {"e0": "atomic_reference", "short_range": "bpnn"}
     assert header["info"] == {"epochs": 3}
-    assert set(header["terms"]) == {"e0", "short_range"}
 
 
 def test_save_is_atomic_and_leaves_no_temporaries(potential, tmp_path):
@@ -116,7 +117,7 @@ def test_corrupt_json_header(potential, tmp_path):
 
 def test_weights_not_matching_header(potential, tmp_path):
     header = _good_header(potential, tmp_path)
-    header["config"]["model"]["hidden"] = [8]
+    header["potential"]["terms"][1]["hidden"] = [8]
     path = _header_file(tmp_path / "mismatch.atomnet", potential, header)
     with pytest.raises(ModelFileError, match="weights do not match"):
         atomnet.load(path)

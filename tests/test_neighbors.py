@@ -90,10 +90,11 @@ def test_pairs_are_integers_sorted_by_center(case):
 def test_edge_vectors_match_ase(case):
     """r_ij = r_j − r_i + S @ cell, recomputed from positions and cell (differentiable)."""
     atoms = CASES[case]()
-    graph = atoms_to_graph(atoms, ["H"], cutoff=CUTOFF)
-    vectors, lengths = edge_vectors(graph)
-    i, j = graph[keys.EDGE_INDEX].numpy()
-    shifts = graph[keys.EDGE_SHIFTS].numpy().astype(int)
+    graph = atoms_to_graph(atoms, ["H"], pair_lists={CUTOFF: None})
+    fields = keys.pairs(CUTOFF)
+    vectors, lengths = edge_vectors(graph, fields)
+    i, j = graph[fields.index].numpy()
+    shifts = graph[fields.shifts].numpy().astype(int)
     got = {(a, b, *s): v for a, b, s, v in zip(i, j, shifts, vectors.numpy())}
     for a, b, s, v in zip(*neighbor_list("ijSD", atoms, CUTOFF)):
         np.testing.assert_allclose(got[(a, b, *s)], v, atol=1e-12)
@@ -122,10 +123,11 @@ def test_angular_triplets_match_brute_force(case):
 
 
 def test_graph_triplets_match_brute_force(water_box):
-    graph = atoms_to_graph(water_box, ["H", "O"], cutoff=CUTOFF, triplet_cutoff=3.5)
-    _, lengths = edge_vectors(graph)
-    i = graph[keys.EDGE_INDEX][0].numpy()
-    got = {tuple(sorted(map(int, t))) for t in graph[keys.TRIPLET_EDGES].T}
+    graph = atoms_to_graph(water_box, ["H", "O"], pair_lists={CUTOFF: 3.5})
+    fields = keys.pairs(CUTOFF)
+    _, lengths = edge_vectors(graph, fields)
+    i = graph[fields.index][0].numpy()
+    got = {tuple(sorted(map(int, t))) for t in graph[fields.triplets].T}
     assert got == _brute_force_triplets(i, lengths.numpy(), 3.5)
 
 

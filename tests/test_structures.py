@@ -24,6 +24,8 @@ from atomnet.structures import (
 
 ELEMENTS = ["H", "C", "O"]
 LABELS = ("energy", "forces")
+#: field names of the 5 Å pair list the test potential reads
+PAIRS = keys.pairs(5.0)
 
 
 def _labelled(atoms: Atoms, energy: float | None = -1.0, forces: bool = True) -> Atoms:
@@ -47,7 +49,7 @@ def _write(path: Path, bad: Atoms) -> Path:
 def _graphs(path: Path, elements=ELEMENTS) -> list[dict]:
     """The data path of training: read, then one graph per frame naming file and frame."""
     return [
-        atoms_to_graph(atoms, elements, cutoff=5.0, triplet_cutoff=3.5, require=LABELS,
+        atoms_to_graph(atoms, elements, pair_lists={5.0: 3.5}, require=LABELS,
                        source=str(path), index=k)
         for k, atoms in enumerate(read_structures(path, require=LABELS))
     ]
@@ -137,7 +139,7 @@ def test_overlapping_atoms(tmp_path):
 def test_overlap_with_own_periodic_image():
     atoms = Atoms("H", positions=[[0, 0, 0]], cell=[0.05, 3.0, 3.0], pbc=True)
     with pytest.raises(StructureError, match="cell.xyz, frame 0: atoms 0 and 0"):
-        atoms_to_graph(atoms, ELEMENTS, cutoff=5.0, source="cell.xyz", index=0)
+        atoms_to_graph(atoms, ELEMENTS, pair_lists={5.0: None}, source="cell.xyz", index=0)
 
 
 def test_empty_file(tmp_path):
@@ -176,19 +178,19 @@ def test_collate_offsets_indices(three_graphs):
     batch = collate(three_graphs)
     atoms = edges = 0
     for k, g in enumerate(three_graphs):
-        n, e = len(g[keys.POSITIONS]), g[keys.EDGE_INDEX].shape[1]
-        assert g[keys.TRIPLET_EDGES].shape[1] > 0
-        part = batch[keys.EDGE_INDEX][:, edges:edges + e]
-        assert torch.equal(part, g[keys.EDGE_INDEX] + atoms)
+        n, e = len(g[keys.POSITIONS]), g[PAIRS.index].shape[1]
+        assert g[PAIRS.triplets].shape[1] > 0
+        part = batch[PAIRS.index][:, edges:edges + e]
+        assert torch.equal(part, g[PAIRS.index] + atoms)
         assert torch.equal(batch[keys.BATCH][atoms:atoms + n], torch.full((n,), k))
         atoms, edges = atoms + n, edges + e
     assert batch[keys.N_ATOMS].tolist() == [len(g[keys.POSITIONS]) for g in three_graphs]
-    e1, e2 = batch[keys.TRIPLET_EDGES]
-    centers = batch[keys.EDGE_INDEX][0]
+    e1, e2 = batch[PAIRS.triplets]
+    centers = batch[PAIRS.index][0]
     assert torch.equal(centers[e1], centers[e2]), "triplet edges must share their center"
-    offsets = torch.tensor([0] + [g[keys.EDGE_INDEX].shape[1] for g in three_graphs]).cumsum(0)
-    expected = torch.cat([g[keys.TRIPLET_EDGES] + o for g, o in zip(three_graphs, offsets)], 1)
-    assert torch.equal(batch[keys.TRIPLET_EDGES], expected)
+    offsets = torch.tensor([0] + [g[PAIRS.index].shape[1] for g in three_graphs]).cumsum(0)
+    expected = torch.cat([g[PAIRS.triplets] + o for g, o in zip(three_graphs, offsets)], 1)
+    assert torch.equal(batch[PAIRS.triplets], expected)
 
 
 def test_batched_energies_equal_individual(potential, three_graphs):
@@ -212,7 +214,7 @@ def test_collate_rejects_mismatched_fields(ethanol):
 def test_to_device_casts_floats_only(three_graphs):
     graph = to_device(three_graphs[0], "cpu", torch.float32)
     assert graph[keys.POSITIONS].dtype == torch.float32
-    assert graph[keys.EDGE_SHIFTS].dtype == torch.float32
-    assert graph[keys.EDGE_INDEX].dtype == torch.int64
+    assert graph[PAIRS.shifts].dtype == torch.float32
+    assert graph[PAIRS.index].dtype == torch.int64
     assert graph[keys.SPECIES].dtype == torch.int64
     assert three_graphs[0][keys.POSITIONS].dtype == torch.float64, "input modified"

@@ -85,7 +85,7 @@ BROKEN = {
 def _with(potential: Potential, broken: str) -> Potential:
     terms = dict(potential.terms.items())
     terms[broken] = _Term(BROKEN[broken])
-    return Potential(terms, potential.elements, potential.cutoff)
+    return Potential(terms, potential.elements)
 
 
 def test_a_wrong_force_is_caught(potential):

@@ -13,9 +13,8 @@ from ase.calculators.calculator import Calculator as _ASECalculator
 from ase.calculators.calculator import PropertyNotImplementedError, all_changes
 
 from ..derivatives import evaluate
+from ..dtypes import resolve_dtype
 from ..structures import to_device
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: below this many atoms a CPU call runs on one intra-op thread (see ``threads``)
 SMALL_SYSTEM_ATOMS = 64
@@ -33,14 +32,6 @@ def _intra_op_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _resolve_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-    return _DTYPES[dtype]
 
 
 class Calculator(_ASECalculator):
@@ -79,7 +70,7 @@ class Calculator(_ASECalculator):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device {device!r} requested but CUDA is not available")
-        self.dtype = _resolve_dtype(dtype)
+        self.dtype = resolve_dtype(dtype)
         self.potential = model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.potential.parameters():
             p.requires_grad_(False)

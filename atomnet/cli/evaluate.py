@@ -6,8 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
+from ..dtypes import resolve_dtype
 from ..io import load
 from ..structures import get_label, read_structures
 from ..training.data import build_graphs, make_set
@@ -57,7 +56,7 @@ def evaluate_file(potential, path: Path, device, dtype, batch_size: int) -> dict
         raise ValueError(f"{path}: no structure carries an energy label")
     if skipped:
         print(f"note: {skipped} structure(s) without an energy label skipped")
-    e0 = potential.terms["e0"].e0.detach().double().cpu().clone()
+    e0 = potential.reference.e0.detach().double().cpu().clone()
     potential.to(device=device, dtype=dtype).eval()
     acc = ErrorAccumulator()
     for labels, idx in groups.items():
@@ -72,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
     device = resolve_device(args.device)
-    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    dtype = resolve_dtype(args.dtype)
     potential = load(args.model)
     path = Path(args.data)
     metrics = evaluate_file(potential, path, device, dtype, args.batch_size)

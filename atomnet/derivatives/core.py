@@ -25,6 +25,8 @@ class Results(NamedTuple):
     stress: torch.Tensor | None = None  # (B, 3, 3) eV/Å³
     virial: torch.Tensor | None = None  # (B, 3, 3) eV
     hessian: torch.Tensor | None = None  # (3N, 3N) eV/Å²
+    charges: torch.Tensor | None = None  # (N,) e, when the potential declares charges
+    dipole: torch.Tensor | None = None  # (B, 3) e·Å, Σ q_i r_i, with charges
     graph: dict | None = None  # the evaluated pipeline state
 
 
@@ -66,7 +68,8 @@ def evaluate(
     out = potential(graph)
     energy = out[keys.ENERGY]
     results = dict(energy=energy, atomic_energies=out[keys.ATOMIC_ENERGIES],
-                   contributions=out[keys.CONTRIBUTIONS], graph=out)
+                   contributions=out[keys.CONTRIBUTIONS], graph=out,
+                   charges=out.get(keys.CHARGES), dipole=out.get(keys.DIPOLE))
     if not (forces or stress or hessian):
         return Results(**results)
     inputs = [positions] + ([displacement] if stress else [])
@@ -103,6 +106,39 @@ def _hessian_from_gradient(gradient: torch.Tensor, positions: torch.Tensor) -> t
             for k in range(n)
         ])
     return rows.reshape(n, n).detach()
+
+
+def output_jacobian(
+    potential: torch.nn.Module, graph: dict[str, torch.Tensor], key: str = keys.DIPOLE,
+    chunk: int = 64,
+) -> torch.Tensor:
+    """Jacobian of a declared output with respect to the positions.
+
+    For ``key="dipole"`` of one structure this is ∂μ_a/∂r_ib, shape (3, N, 3) in e
+    (e·Å per Å): the atomic polar tensors that IR intensities need. In general
+    the shape is ``output.shape + positions.shape``. Rows are computed in chunks
+    of ``chunk`` vector–Jacobian products (bounded memory).
+    """
+    if key not in getattr(potential, "outputs", (keys.ENERGY,)):
+        raise ValueError(
+            f"{key!r} is not an output of this potential (outputs: {list(potential.outputs)})"
+        )
+    graph = dict(graph)
+    positions = graph[keys.POSITIONS].detach().requires_grad_(True)
+    graph[keys.POSITIONS] = positions
+    value = potential(graph)[key]
+    flat = value.reshape(-1)
+    rows = []
+    for start in range(0, flat.numel(), chunk):
+        eye = torch.zeros(min(chunk, flat.numel() - start), flat.numel(),
+                          dtype=flat.dtype, device=flat.device)
+        eye[:, start:start + eye.shape[0]] = torch.eye(eye.shape[0], dtype=flat.dtype,
+                                                       device=flat.device)
+        rows.append(torch.autograd.grad(
+            flat, positions, grad_outputs=eye, is_grads_batched=True, retain_graph=True,
+            materialize_grads=True,
+        )[0])
+    return torch.cat(rows).reshape(*value.shape, *positions.shape).detach()
 
 
 def hessian(potential: torch.nn.Module, graph: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -30,16 +30,11 @@ def _gaussian_width(n: int, start: float, stop: float) -> float:
 class SymmetryFunctions(nn.Module):
     """Per-atom descriptor vector from positions (through edge vectors) and species.
 
-    Reads ``edge_index``, ``edge_vectors``, ``edge_lengths``, ``species`` and
-    ``triplet_edges``, built for ``triplet_cutoff`` (= the angular cutoff) when
-    the graph is made.
+    Reads the pair list of ``radial_cutoff`` (index, vectors, lengths and the
+    triplets built for ``triplet_cutoff`` = the angular cutoff) and ``species``.
     Output (N, n_features) with ``n_features = S·n_radial + S(S+1)/2 · n_angle_radial
     · n_angle_sections`` for S elements.
     """
-
-    reads = (
-        keys.EDGE_INDEX, keys.EDGE_VECTORS, keys.EDGE_LENGTHS, keys.SPECIES, keys.TRIPLET_EDGES
-    )
 
     def __init__(
         self,
@@ -61,6 +56,9 @@ class SymmetryFunctions(nn.Module):
         self.radial_cutoff = float(radial_cutoff)
         self.angular_cutoff = float(angular_cutoff)
         self.triplet_cutoff = self.angular_cutoff
+        self.fields = keys.pairs(self.radial_cutoff)
+        f = self.fields
+        self.reads = (f.index, f.vectors, f.lengths, f.triplets, keys.SPECIES)
         self.register_buffer(
             "cutoffs", torch.tensor([self.radial_cutoff, self.angular_cutoff]), persistent=False
         )
@@ -87,8 +85,8 @@ class SymmetryFunctions(nn.Module):
 
     def radial(self, graph: dict[str, torch.Tensor], fc: torch.Tensor) -> torch.Tensor:
         """(N, S·n_radial) radial features; ``fc`` (E,) radial cutoff values."""
-        i, j = graph[keys.EDGE_INDEX]
-        r = graph[keys.EDGE_LENGTHS]
+        i, j = graph[self.fields.index]
+        r = graph[self.fields.lengths]
         species = graph[keys.SPECIES]
         n = species.numel()
         d = r.unsqueeze(-1) - self.radial_shifts
@@ -100,12 +98,12 @@ class SymmetryFunctions(nn.Module):
     def angular(self, graph: dict[str, torch.Tensor], fc: torch.Tensor) -> torch.Tensor:
         """(N, S(S+1)/2 · n_angular_radial · n_angle_sections) angular features;
         ``fc`` (E,) angular cutoff values."""
-        i, j = graph[keys.EDGE_INDEX]
-        r = graph[keys.EDGE_LENGTHS]
+        i, j = graph[self.fields.index]
+        r = graph[self.fields.lengths]
         species = graph[keys.SPECIES]
         n = species.numel()
-        e1, e2 = graph[keys.TRIPLET_EDGES]
-        unit = graph[keys.EDGE_VECTORS] / r.unsqueeze(-1)
+        e1, e2 = graph[self.fields.triplets]
+        unit = graph[self.fields.vectors] / r.unsqueeze(-1)
         cos = (unit[e1] * unit[e2]).sum(-1)
         theta = torch.acos(0.95 * cos)
         angle = (1.0 + torch.cos(theta.unsqueeze(-1) - self.angle_shifts)) ** self.zeta
@@ -120,5 +118,5 @@ class SymmetryFunctions(nn.Module):
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         # both cutoffs in one pass over the edges: fewer small ops per call
-        fc = self.cutoff_fn(graph[keys.EDGE_LENGTHS].unsqueeze(-1), self.cutoffs)
+        fc = self.cutoff_fn(graph[self.fields.lengths].unsqueeze(-1), self.cutoffs)
         return torch.cat([self.radial(graph, fc[:, 0]), self.angular(graph, fc[:, 1])], dim=-1)

@@ -19,29 +19,31 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .. import units
+from ..errors import AtomnetError
 from ..version import __version__
 
 FORMAT = "atomnet-model/1"
 _KEY = "atomnet"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(AtomnetError, ValueError):
     """A model file is missing, malformed or incompatible."""
 
 
 def save(potential, path: str | os.PathLike, info: dict | None = None) -> Path:
-    """Write ``potential`` to ``path`` atomically (temporary file, then rename)."""
+    """Write ``potential`` to ``path`` atomically (temporary file, then rename).
+
+    The header holds the recipe of every stage and term (:meth:`Potential.recipe`);
+    the tensors are the state dict (E0s included: they are stored only there).
+    """
     path = Path(path)
-    reference = potential.terms["e0"].as_dict() if "e0" in potential.terms else {}
     header = {
         "format": FORMAT,
         "atomnet_version": __version__,
         "elements": potential.elements,
         "cutoff": potential.cutoff,
         "units": units.MODEL_UNITS,
-        "e0s": reference,
-        "terms": potential.term_names,
-        "config": potential.config,
+        "potential": potential.recipe(),
         "info": info or {},
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in potential.state_dict().items()}
@@ -95,13 +97,14 @@ def read_header(path: str | os.PathLike) -> dict:
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """Rebuild the potential recorded in ``path`` and load its weights."""
-    from ..build import build
+    from ..potential import Potential
 
     header = read_header(path)
-    config = header["config"]
-    potential = build(config["model"], config["elements"], config["cutoff"], header["e0s"])
+    potential = Potential.from_recipe(header["potential"])
     with safe_open(str(path), framework="pt", device="cpu") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}
+        # fresh (aligned) memory: tensors viewed at arbitrary file offsets take other SIMD
+        # paths in BLAS, so a loaded model would differ from the saved one in the last bit
+        state = {k: f.get_tensor(k).clone() for k in f.keys()}
     try:
         potential.load_state_dict(state, strict=True, assign=True)  # keep saved dtypes
     except RuntimeError as exc:

@@ -1,6 +1,5 @@
-"""Short-range models and the name → builder registry."""
+"""Learned models (registered terms): Behler–Parrinello / ANI networks."""
 
 from .bpnn import BPNN
-from .registry import MODELS, build_model, register
 
-__all__ = ["BPNN", "MODELS", "build_model", "register"]
+__all__ = ["BPNN"]

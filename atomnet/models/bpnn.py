@@ -5,29 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from .. import keys
 from ..descriptors import SymmetryFunctions
 from ..nn import ElementMLP
-from .registry import register
+from ..terms import StatisticsData, Term, register
+from .statistics import feature_statistics, scale_shift
 
 
 @register("bpnn")
-class BPNN(nn.Module):
+class BPNN(Term):
     """Short-range energy E_i = scale · NN_{Z_i}((G_i − μ)/σ) + shift  (eV per atom).
 
     ``feature_mean``/``feature_std`` (μ, σ), ``scale`` and ``shift`` are buffers set
-    from training statistics (:mod:`atomnet.training.statistics`); they are saved
-    with the weights. The angular cutoff is ``min(angular_cutoff, cutoff)``.
+    by :meth:`fit_statistics` from training data; they are saved with the weights.
+    The angular cutoff is ``min(angular_cutoff, cutoff)``; both in Å.
     """
-
-    reads = SymmetryFunctions.reads
 
     def __init__(
         self,
         elements: Sequence[str],
-        cutoff: float,
+        cutoff: float = 5.0,
         angular_cutoff: float = 3.5,
         n_radial: int = 16,
         n_angular_radial: int = 4,
@@ -38,10 +36,19 @@ class BPNN(nn.Module):
         cutoff_fn: str = "polynomial",
     ):
         super().__init__()
+        self.hparams = {
+            "cutoff": float(cutoff), "angular_cutoff": float(angular_cutoff),
+            "n_radial": int(n_radial), "n_angular_radial": int(n_angular_radial),
+            "n_angle_sections": int(n_angle_sections), "zeta": float(zeta),
+            "hidden": [int(h) for h in hidden], "activation": str(activation),
+            "cutoff_fn": str(cutoff_fn),
+        }
         self.descriptor = SymmetryFunctions(
             len(elements), cutoff, min(angular_cutoff, cutoff), n_radial,
             n_angular_radial, n_angle_sections, zeta, cutoff_fn,
         )
+        self.pair_cutoff = float(cutoff)
+        self.reads = self.descriptor.reads
         self.triplet_cutoff = self.descriptor.triplet_cutoff
         n = self.descriptor.n_features
         self.net = ElementMLP(len(elements), n, hidden, activation)
@@ -49,6 +56,9 @@ class BPNN(nn.Module):
         self.register_buffer("feature_std", torch.ones(n))
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("shift", torch.tensor(0.0))
+
+    def recipe(self) -> dict:
+        return dict(self.hparams)
 
     def features(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """Raw (un-normalised) symmetry functions (N, F)."""
@@ -58,3 +68,14 @@ class BPNN(nn.Module):
         """Per-atom short-range energies (N,) in eV."""
         x = (self.features(graph) - self.feature_mean) / self.feature_std
         return self.scale * self.net(x, graph[keys.SPECIES]) + self.shift
+
+    @torch.no_grad()
+    def fit_statistics(self, data: StatisticsData) -> dict[str, float]:
+        """Feature mean/std over all training atoms; scale (RMS force) and shift."""
+        mean, std = feature_statistics(self.features, data.batches())
+        self.feature_mean.copy_(mean.to(self.feature_mean))
+        self.feature_std.copy_(std.to(self.feature_std))
+        scale, shift = scale_shift(data.graphs, data.residuals)
+        self.scale.fill_(scale)
+        self.shift.fill_(shift)
+        return {"n_features": float(mean.numel()), "scale": scale, "shift": shift}

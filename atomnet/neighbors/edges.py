@@ -7,20 +7,22 @@ import torch
 from .. import keys
 
 
-def edge_vectors(graph: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edge vectors r_j - r_i + S @ cell (E, 3) Å and their lengths (E,) Å.
+def edge_vectors(
+    graph: dict[str, torch.Tensor], fields: keys.PairKeys
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edge vectors r_j - r_i + S @ cell (E, 3) Å and their lengths (E,) Å of one pair list.
 
-    Also stored in ``graph`` as ``edge_vectors`` / ``edge_lengths``.
+    Also stored in ``graph`` under ``fields.vectors`` / ``fields.lengths``.
     Differentiable with respect to positions and cell.
     """
-    i, j = graph[keys.EDGE_INDEX]
+    i, j = graph[fields.index]
     pos = graph[keys.POSITIONS]
     vec = pos[j] - pos[i]
-    shifts = graph[keys.EDGE_SHIFTS]
+    shifts = graph[fields.shifts]
     if shifts.numel() and bool(graph[keys.PBC].any()):  # molecules: all shifts are zero
         cell = graph[keys.CELL][graph[keys.BATCH][i]]  # (E, 3, 3)
         vec = vec + torch.einsum("ea,eab->eb", shifts, cell)
     lengths = torch.linalg.vector_norm(vec, dim=-1)
-    graph[keys.EDGE_VECTORS] = vec
-    graph[keys.EDGE_LENGTHS] = lengths
+    graph[fields.vectors] = vec
+    graph[fields.lengths] = lengths
     return vec, lengths

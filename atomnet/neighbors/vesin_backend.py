@@ -45,27 +45,24 @@ def pair_distances(
 
 def pairs_to_graph(
     graph: dict[str, torch.Tensor],
+    fields: keys.PairKeys,
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
-    distances: np.ndarray | None = None,
+    distances: np.ndarray,
     triplet_cutoff: float | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Store a pair list (and, if asked, angular triplets) in a one-structure graph.
+    """Store one pair list (and, if asked, its angular triplets) in a one-structure graph.
 
-    Adds ``edge_index`` (2, E), ``edge_shifts`` (E, 3) (integer values, float dtype,
-    ready to multiply with the cell) and, with ``triplet_cutoff`` (Å),
-    ``triplet_edges`` (2, T), selected with ``distances`` (Å, from
-    :func:`pair_distances`; computed when not given). Modifies ``graph`` in place.
+    Adds ``fields.index`` (2, E), ``fields.shifts`` (E, 3) (integer values, float
+    dtype, ready to multiply with the cell) and, with ``triplet_cutoff`` (Å),
+    ``fields.triplets`` (2, T), selected with ``distances`` (E,) Å from
+    :func:`pair_distances`. Modifies ``graph`` in place.
     """
     i, j, s = pairs
-    graph[keys.EDGE_INDEX] = torch.from_numpy(np.stack([i, j]))
-    graph[keys.EDGE_SHIFTS] = torch.from_numpy(s.astype(np.float64))
+    graph[fields.index] = torch.from_numpy(np.stack([i, j]))
+    graph[fields.shifts] = torch.from_numpy(s.astype(np.float64))
     if triplet_cutoff is not None:
-        if distances is None:
-            distances = pair_distances(
-                graph[keys.POSITIONS].numpy(), graph[keys.CELL][0].numpy(), pairs
-            )
         n_atoms = graph[keys.POSITIONS].shape[0]
-        graph[keys.TRIPLET_EDGES] = torch.from_numpy(
+        graph[fields.triplets] = torch.from_numpy(
             angular_triplets(i, distances, triplet_cutoff, n_atoms)
         )
     return graph

@@ -5,19 +5,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import nn
 
 from .. import keys
+from ..errors import UsageError
+from ..terms import Term, register
 
 
-class AtomicReference(nn.Module):
+@register("atomic_reference")
+class AtomicReference(Term):
     """Per-atom energy E0[Z_i] in eV; no dependence on positions.
+
+    The E0s live in the ``e0`` tensor only (one source of truth; model files
+    store it with the weights, not in the header).
 
     Always float64 (also in a float32 model); the total energy is therefore summed
     in float64, while forces keep the model's dtype.
     """
 
     reads = (keys.SPECIES,)
+    is_reference = True
 
     def __init__(self, elements: Sequence[str], e0s: Mapping[str, float] | None = None):
         super().__init__()
@@ -29,7 +35,7 @@ class AtomicReference(nn.Module):
     def _vector(self, e0s: Mapping[str, float]) -> torch.Tensor:
         missing = [s for s in self.elements if s not in e0s]
         if missing:
-            raise ValueError(f"E0s missing for element(s) {missing}")
+            raise UsageError(f"E0s missing for element(s) {missing}")
         return torch.tensor([float(e0s[s]) for s in self.elements], dtype=torch.float64)
 
     def set(self, e0s: Mapping[str, float]) -> None:

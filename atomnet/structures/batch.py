@@ -8,11 +8,14 @@ import torch
 
 from .. import keys
 
-#: fields holding atom indices / edge indices, offset when concatenated
-_ATOM_INDEX_FIELDS = {keys.EDGE_INDEX}
-_EDGE_INDEX_FIELDS = {keys.TRIPLET_EDGES}
-#: fields concatenated along dim 1 (others along dim 0)
-_DIM1_FIELDS = {keys.EDGE_INDEX, keys.TRIPLET_EDGES}
+#: how fields are batched, by base name (:func:`keys.base_name`): the dimension they are
+#: concatenated along, and what their values index ("atoms", "edges" of their own pair
+#: list, "structures"), which is offset. Any other field: dim 0, no offset.
+BATCHING: dict[str, tuple[int, str | None]] = {
+    keys.EDGE_INDEX: (1, "atoms"),
+    keys.TRIPLET_EDGES: (1, "edges"),
+    keys.BATCH: (0, "structures"),
+}
 
 
 def _offsets(sizes: list[int]) -> list[int]:
@@ -35,19 +38,23 @@ def collate(graphs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor
         if set(g) != fields:
             missing = fields.symmetric_difference(g)
             raise ValueError(f"cannot batch graphs with different fields: {sorted(missing)}")
-    atom_offsets = _offsets([len(g[keys.POSITIONS]) for g in graphs])
-    if keys.EDGE_INDEX in fields:
-        edge_offsets = _offsets([g[keys.EDGE_INDEX].shape[1] for g in graphs])
+    n_atoms = _offsets([len(g[keys.POSITIONS]) for g in graphs])
     out: dict[str, torch.Tensor] = {}
     for key in fields:
+        dim, indexes = BATCHING.get(keys.base_name(key), (0, None))
         parts = [g[key] for g in graphs]
-        if key in _ATOM_INDEX_FIELDS:
-            parts = [p + o for p, o in zip(parts, atom_offsets)]
-        elif key in _EDGE_INDEX_FIELDS:
-            parts = [p + o for p, o in zip(parts, edge_offsets)]
-        elif key == keys.BATCH:
-            parts = [p + k for k, p in enumerate(parts)]
-        out[key] = torch.cat(parts, dim=1 if key in _DIM1_FIELDS else 0)
+        if indexes == "atoms":
+            offsets = n_atoms
+        elif indexes == "edges":
+            index = keys.sibling(key, keys.EDGE_INDEX)
+            offsets = _offsets([g[index].shape[1] for g in graphs])
+        elif indexes == "structures":
+            offsets = list(range(len(graphs)))
+        else:
+            offsets = None
+        if offsets is not None:
+            parts = [p + o for p, o in zip(parts, offsets)]
+        out[key] = torch.cat(parts, dim=dim)
     return out
 
 

@@ -1,7 +1,9 @@
 """The error raised for bad structures or data files."""
 
+from ..errors import AtomnetError
 
-class StructureError(ValueError):
+
+class StructureError(AtomnetError, ValueError):
     """A structure or data file cannot be used; the message names file and frame."""
 
 

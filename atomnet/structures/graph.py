@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -70,12 +70,53 @@ def _labels(atoms: Atoms, require: Sequence[str], source, index) -> dict[str, to
     return out
 
 
+def _info_number(atoms: Atoms, key: str, default: float, source, index) -> float:
+    """A finite number from ``atoms.info[key]`` (e.g. the total charge), else a StructureError."""
+    value = atoms.info.get(key, default)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not np.isfinite(number):
+        raise StructureError(
+            f"{where(source, index)}: info['{key}'] must be a finite number, got {value!r}"
+        )
+    return number
+
+
+def add_pair_lists(
+    graph: dict[str, torch.Tensor],
+    atoms: Atoms,
+    pair_lists: Mapping[float, float | None],
+    check: bool = True,
+    source: str | None = None,
+    index: int | None = None,
+) -> None:
+    """Add one integer pair list per cutoff (Å) of ``pair_lists`` ({cutoff: triplet cutoff}).
+
+    One vesin call at the largest cutoff; each shorter list is selected from it by
+    distance, so every list holds exactly the pairs closer than its cutoff, in the
+    same (center-sorted) order. ``check``: reject overlapping atoms on the way.
+    """
+    largest = max(pair_lists)
+    pairs = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, largest)
+    distances = pair_distances(atoms.positions, atoms.cell.array, pairs)
+    if check:
+        check_overlap(atoms, pairs, distances, source, index)
+    for cutoff, triplet_cutoff in pair_lists.items():
+        if cutoff < largest:
+            keep = np.nonzero(distances < cutoff)[0]
+            sub, sub_distances = tuple(p[keep] for p in pairs), distances[keep]
+        else:
+            sub, sub_distances = pairs, distances
+        pairs_to_graph(graph, keys.pairs(cutoff), sub, sub_distances, triplet_cutoff)
+
+
 def atoms_to_graph(
     atoms: Atoms,
     elements: Sequence[str],
     *,
-    cutoff: float | None = None,
-    triplet_cutoff: float | None = None,
+    pair_lists: Mapping[float, float | None] | None = None,
     require: Sequence[str] = (),
     source: str | None = None,
     index: int | None = None,
@@ -87,9 +128,9 @@ def atoms_to_graph(
     Args:
         atoms: the structure; positions in Å, cell rows in Å.
         elements: the model's element symbols; ``species`` indexes this list.
-        cutoff: if given, the neighbour list (pairs and integer shifts) is added.
-        triplet_cutoff: if given (with ``cutoff``), angular triplets of edges
-            shorter than this (Å) are added too.
+        pair_lists: ``{cutoff: triplet_cutoff or None}`` (Å): one integer pair list
+            per cutoff (fields :func:`atomnet.keys.pairs`), with angular triplets of
+            the edges shorter than the triplet cutoff where one is given.
         require: labels that must be present (e.g. ``("energy", "forces")``).
         source, index: file and frame, for error messages.
         validate: run :func:`validate_atoms` first.
@@ -100,17 +141,12 @@ def atoms_to_graph(
     """
     if validate:  # before the neighbour list: it must not see NaN positions
         validate_atoms(
-            atoms, elements=elements, source=source, index=index, overlap=cutoff is None
+            atoms, elements=elements, source=source, index=index, overlap=not pair_lists
         )
-    pairs = distances = None
-    if cutoff is not None:
-        pairs = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
-        distances = pair_distances(atoms.positions, atoms.cell.array, pairs)
-        if validate:
-            check_overlap(atoms, pairs, distances, source, index)
     z_to_species = {chemical_symbols.index(s): k for k, s in enumerate(elements)}
     numbers = atoms.numbers
-    charge = float(atoms.info.get("charge", 0.0))
+    charge = _info_number(atoms, "charge", 0.0, source, index)
+    weight = _info_number(atoms, "weight", 1.0, source, index)
     graph = {
         keys.POSITIONS: torch.as_tensor(atoms.positions, dtype=torch.float64),
         keys.NUMBERS: torch.as_tensor(numbers, dtype=torch.long),
@@ -120,10 +156,10 @@ def atoms_to_graph(
         keys.BATCH: torch.zeros(len(atoms), dtype=torch.long),
         keys.N_ATOMS: torch.tensor([len(atoms)], dtype=torch.long),
         keys.TOTAL_CHARGE: torch.tensor([charge], dtype=torch.float64),
-        keys.WEIGHT: torch.tensor([float(atoms.info.get("weight", 1.0))], dtype=torch.float64),
+        keys.WEIGHT: torch.tensor([weight], dtype=torch.float64),
     }
     if labels:
         graph.update(_labels(atoms, require, source, index))
-    if pairs is not None:
-        pairs_to_graph(graph, pairs, distances, triplet_cutoff)
+    if pair_lists:
+        add_pair_lists(graph, atoms, pair_lists, validate, source, index)
     return graph

@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
+from ..errors import AtomnetError
 from ..io.model_file import write_atomic
 
 FORMAT = "atomnet-checkpoint/1"
 _KEY = "atomnet_checkpoint"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AtomnetError, ValueError):
     """A checkpoint is missing, malformed or does not match the run."""
 
 

@@ -27,8 +27,11 @@ from typing import Any
 
 import yaml
 
+from ..dtypes import DTYPES
+from ..errors import AtomnetError
 
-class ConfigError(ValueError):
+
+class ConfigError(AtomnetError, ValueError):
     """The training configuration is invalid; the message names the key and the file."""
 
 
@@ -123,7 +126,6 @@ class Config:
 
 
 _SCHEDULERS = ("cosine", "plateau", "none")
-_DTYPES = ("float32", "float64")
 
 
 def _stringify_paths(value: Any) -> Any:
@@ -223,8 +225,8 @@ def _check_values(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: give either data.isolated_atoms or data.e0s, not both")
     if t.scheduler not in _SCHEDULERS:
         raise ConfigError(f"{source}: training.scheduler must be one of {_SCHEDULERS}")
-    if t.dtype not in _DTYPES:
-        raise ConfigError(f"{source}: training.dtype must be one of {_DTYPES}")
+    if t.dtype not in DTYPES:
+        raise ConfigError(f"{source}: training.dtype must be one of {sorted(DTYPES)}")
     for key in ("epochs", "batch_size", "valid_batch_size"):
         if getattr(t, key) < 1:
             raise ConfigError(f"{source}: training.{key} must be >= 1")

@@ -20,13 +20,13 @@ from .data import GraphSet, batch_order, iterate
 from .losses import LossWeights, Prediction, Reference, compute_loss
 from .metrics import ErrorAccumulator
 
-#: name of the E0 term left out of residual energies
-E0_TERM = "e0"
 
-
-def residual_energy(contributions: dict[str, torch.Tensor], graph: dict) -> torch.Tensor:
-    """(B,) eV: the sum of every term's per-atom energies except the E0 term."""
-    parts = [v for k, v in contributions.items() if k != E0_TERM]
+def residual_energy(
+    contributions: dict[str, torch.Tensor], graph: dict, leave_out: set[str]
+) -> torch.Tensor:
+    """(B,) eV: the sum of every term's per-atom energies except those in ``leave_out``
+    (the reference-energy terms, :attr:`atomnet.Potential.reference_names`)."""
+    parts = [v for k, v in contributions.items() if k not in leave_out]
     atomic = torch.stack(parts).sum(0)
     return sum_per_structure(atomic, graph[keys.BATCH], graph[keys.N_ATOMS].shape[0])
 
@@ -37,7 +37,8 @@ def predict(
     """Residual energies (and forces/stress when among ``labels``) for a batch."""
     forces, stress = "forces" in labels, "stress" in labels
     res = evaluate(potential, graph, forces=forces, stress=stress, create_graph=create_graph)
-    return Prediction(residual_energy(res.contributions, graph), res.forces, res.stress)
+    energy = residual_energy(res.contributions, graph, potential.reference_names)
+    return Prediction(energy, res.forces, res.stress)
 
 
 def reference(graph: dict, residuals: torch.Tensor, labels: Sequence[str]) -> Reference:

@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import torch
 
+from ..errors import AtomnetError
+
 
 class Prediction(NamedTuple):
     """Model outputs for a batch (residual energy: without the E0 term)."""
@@ -53,7 +55,7 @@ class LossWeights:
     stress: float = 1.0
 
 
-class TrainingError(RuntimeError):
+class TrainingError(AtomnetError, RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to try."""
 
 

@@ -18,6 +18,8 @@ from ase import Atoms
 
 from .. import keys
 from ..build import build
+from ..dtypes import resolve_dtype
+from ..errors import AtomnetError
 from .config import Config, ConfigError
 from .data import (
     GraphSet,
@@ -29,9 +31,7 @@ from .data import (
     read_frames,
     split_indices,
 )
-from .statistics import apply_statistics, resolve_e0s
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+from .statistics import resolve_e0s
 
 
 @dataclass
@@ -72,10 +72,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    return _DTYPES[name]
-
-
 def _names(config: Config) -> dict[str, str]:
     d = config.data
     return {"energy": d.energy_key, "forces": d.forces_key, "stress": d.stress_key}
@@ -108,7 +104,7 @@ def build_potential(config: Config, elements: list[str]) -> torch.nn.Module:
     elements = list(model.pop("elements", elements))
     try:
         return build(model, elements, float(cutoff))
-    except (ValueError, TypeError) as exc:
+    except AtomnetError as exc:
         raise ConfigError(f"{config.source or '<config>'}: model: {exc}") from exc
 
 
@@ -131,10 +127,10 @@ def prepare(config: Config) -> Prepared:
     e0s, e0_source = resolve_e0s(
         config.data.e0s, config.data.isolated_atoms, graphs["train"], potential.elements
     )
-    potential.terms["e0"].set(e0s)
-    e0 = potential.terms["e0"].e0
+    potential.reference.set(e0s)
+    e0 = potential.reference.e0
     energies = torch.cat([g[keys.ref("energy")] for g in graphs["train"]])
-    stats = apply_statistics(potential, graphs["train"], energies - e0_sums(graphs["train"], e0))
+    stats = potential.fit_statistics(graphs["train"], energies - e0_sums(graphs["train"], e0))
     device, dtype = resolve_device(config.training.device), resolve_dtype(config.training.dtype)
     sets = {
         name: make_set(name, sources[name], frames[name], g, labels[name], e0, device, dtype)

@@ -3,11 +3,8 @@
 * E0s (eV per isolated atom): read from a file of one-atom structures, given
   as a mapping, or fitted by least squares of the training energies on the
   element counts. Never silently zero.
-* Feature normalisation: mean and std of the raw descriptors over all
-  training atoms → ``feature_mean``/``feature_std``.
-* Scale and shift: scale = RMS of the training force components (eV/Å) or,
-  without forces, the std of the residual energy per atom (eV); shift = mean
-  residual energy per atom (eV) after the E0s.
+* Everything else a model needs (feature normalisation, scale, shift, …) is
+  asked of the potential: :meth:`atomnet.Potential.fit_statistics`.
 """
 
 from __future__ import annotations
@@ -17,11 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import keys
-from ..neighbors import edge_vectors
-from ..structures import StructureError, collate, get_label, read_structures
+from ..structures import StructureError, get_label, read_structures
 
 
 def read_isolated_atoms(path: str | Path, elements: Sequence[str]) -> dict[str, float]:
@@ -90,72 +85,3 @@ def resolve_e0s(
     counts = element_counts(graphs, len(elements))
     energies = np.array([float(g[keys.ref("energy")].sum()) for g in graphs])
     return fit_e0s(counts, energies, elements), "fitted by least squares"
-
-
-def _batches(graphs: Sequence[dict], size: int):
-    for k in range(0, len(graphs), size):
-        yield collate(graphs[k:k + size])
-
-
-@torch.no_grad()
-def feature_statistics(
-    model: torch.nn.Module, graphs: Sequence[dict], batch_size: int = 64, floor: float = 1e-2
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std (F,) of ``model.features`` over all atoms of ``graphs``.
-
-    The std is floored at ``floor · max(std)`` (and 1e-6) so that nearly
-    constant features are not blown up. Computed in float64.
-    """
-    total, total_sq, n = 0.0, 0.0, 0
-    for batch in _batches(graphs, batch_size):
-        batch = dict(batch)
-        edge_vectors(batch)
-        x = model.features(batch).double()
-        total = total + x.sum(0)
-        total_sq = total_sq + (x * x).sum(0)
-        n += x.shape[0]
-    mean = total / n
-    var = (total_sq / n - mean * mean).clamp_min(0.0)
-    std = var.sqrt()
-    std = std.clamp_min(max(float(std.max()) * floor, 1e-6))
-    return mean, std
-
-
-def scale_shift(graphs: Sequence[dict], residuals: torch.Tensor) -> tuple[float, float]:
-    """(scale, shift): RMS force (eV/Å) or std of residual energy per atom (eV); and
-    mean residual energy per atom (eV). ``residuals``: (n,) E_ref − Σ E0 in eV."""
-    n_atoms = torch.tensor([float(g[keys.N_ATOMS].sum()) for g in graphs], dtype=torch.float64)
-    per_atom = residuals.double().cpu() / n_atoms
-    shift = float(per_atom.mean())
-    forces = [g[keys.ref("forces")] for g in graphs if keys.ref("forces") in g]
-    if forces:
-        scale = float(torch.cat(forces).double().pow(2).mean().sqrt())
-    else:
-        scale = float(per_atom.std()) if len(per_atom) > 1 else 1.0
-    if not np.isfinite(scale) or scale < 1e-6:
-        scale = 1.0
-    return scale, shift
-
-
-def apply_statistics(
-    potential, graphs: Sequence[dict], residuals: torch.Tensor
-) -> dict[str, float]:
-    """Set normalisation buffers of ``potential.terms["short_range"]`` from training data.
-
-    Models that expose ``features`` get ``feature_mean``/``feature_std``; models
-    with ``scale``/``shift`` buffers get those. Returns the scalars set (for logs).
-    """
-    model = potential.terms["short_range"]
-    buffers = dict(model.named_buffers(recurse=False))
-    info: dict[str, float] = {}
-    if "feature_mean" in buffers and "feature_std" in buffers:
-        mean, std = feature_statistics(model, graphs)
-        model.feature_mean.copy_(mean.to(model.feature_mean))
-        model.feature_std.copy_(std.to(model.feature_std))
-        info["n_features"] = float(mean.numel())
-    if "scale" in buffers and "shift" in buffers:
-        scale, shift = scale_shift(graphs, residuals)
-        model.scale.fill_(scale)
-        model.shift.fill_(shift)
-        info.update(scale=scale, shift=shift)
-    return info

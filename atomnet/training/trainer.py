@@ -268,7 +268,7 @@ def fit(run: Run, on_epoch_end: EpochHook | None = None) -> None:
 def save_model(run: Run, metrics: dict[str, dict[str, float]]) -> Path:
     """Write the best model (float64, exact E0s) with training information."""
     potential = copy.deepcopy(run.potential).to(device="cpu", dtype=torch.float64)
-    potential.terms["e0"].set(run.prepared.e0s)
+    potential.reference.set(run.prepared.e0s)
     data = run.prepared.data
     info = {
         "metrics": metrics,

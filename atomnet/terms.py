@@ -1,0 +1,125 @@
+"""What a potential is made of: stages and energy terms, each rebuilt from a recipe.
+
+A :class:`Term` is one named part of a :class:`~atomnet.potential.Potential`:
+
+* a **stage** (``kind = "stage"``) writes fields that later parts read, e.g.
+  per-atom ``charges``; its ``forward(graph)`` returns ``{field: tensor}`` with
+  exactly the fields in ``writes``;
+* an **energy term** (``kind = "energy"``) returns per-atom energies (N,) in eV;
+  the potential sums them and keeps each one visible (contract 3).
+
+Every part declares the fields it ``reads`` (checked when the potential is
+built), the neighbour reach it needs (``pair_cutoff``, Å, and
+``triplet_cutoff`` for angular terms) and a JSON-able :meth:`Term.recipe`: its
+registered type name plus the keyword arguments that rebuild it. A model file
+stores recipes, never code (contract 5); :func:`build_term` turns a recipe back
+into a module. Register a new type with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .errors import UsageError
+
+#: type name → class of every registered stage and energy term
+TERMS: dict[str, type[Term]] = {}
+
+
+class StatisticsData(NamedTuple):
+    """Training data offered to :meth:`Term.fit_statistics`.
+
+    graphs: the training graphs (float64, CPU, with labels ``ref_*``).
+    residuals: (n,) float64 eV, reference energy minus the reference terms (E0s).
+    batches: ``batches()`` yields collated training batches with edge vectors
+        and every stage's fields computed (no energies).
+    """
+
+    graphs: Sequence[dict[str, torch.Tensor]]
+    residuals: torch.Tensor
+    batches: Callable[[], Iterator[dict[str, torch.Tensor]]]
+
+
+class Term(nn.Module):
+    """Base class of stages and energy terms (see the module docstring).
+
+    Class attributes a subclass sets: ``kind``, ``reads``, ``writes`` and
+    ``is_reference`` (per-element reference energies: left out of the residual
+    energies training fits). Instance attributes: ``pair_cutoff`` and
+    ``triplet_cutoff`` (Å, or None).
+    """
+
+    kind: str = "energy"
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    is_reference: bool = False
+    #: set by :func:`register`
+    type_name: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pair_cutoff: float | None = None
+        self.triplet_cutoff: float | None = None
+
+    def recipe(self) -> dict[str, Any]:
+        """Keyword arguments (JSON-able, without ``elements``) that rebuild this term."""
+        return {}
+
+    def fit_statistics(self, data: StatisticsData) -> dict[str, float]:
+        """Set normalisation buffers from training data; returns the scalars set (for logs)."""
+        return {}
+
+
+def register(name: str):
+    """Class decorator: make a :class:`Term` subclass buildable as ``{"type": name, ...}``."""
+
+    def wrap(cls):
+        if name in TERMS and TERMS[name] is not cls:
+            raise UsageError(f"term type {name!r} is already registered ({TERMS[name]})")
+        cls.type_name = name
+        TERMS[name] = cls
+        return cls
+
+    return wrap
+
+
+def term_recipe(term: nn.Module) -> dict[str, Any]:
+    """``{"type": ..., **kwargs}`` of a registered term; raises for unregistered modules."""
+    name = getattr(term, "type_name", "")
+    if TERMS.get(name) is not type(term):
+        raise UsageError(
+            f"{type(term).__name__} is not a registered term type, so it cannot be saved "
+            f"and rebuilt; decorate it with @atomnet.terms.register(name)"
+        )
+    return {"type": name, **term.recipe()}
+
+
+def allowed_options(cls: type) -> set[str]:
+    """Keyword arguments a term type accepts in its recipe (``elements`` excluded)."""
+    return set(inspect.signature(cls.__init__).parameters) - {"self", "elements"}
+
+
+def build_term(recipe: Mapping[str, Any], elements: Sequence[str]) -> Term:
+    """Build the term described by ``recipe`` (its ``type`` plus options) for ``elements``."""
+    options = dict(recipe)
+    if "type" not in options:
+        raise UsageError(f"a term recipe needs a 'type' (one of {sorted(TERMS)})")
+    kind = options.pop("type")
+    if kind not in TERMS:
+        raise UsageError(f"unknown term type {kind!r}; known: {sorted(TERMS)}")
+    cls = TERMS[kind]
+    allowed = allowed_options(cls)
+    unknown = set(options) - allowed
+    if unknown:
+        raise UsageError(
+            f"unknown option(s) {sorted(unknown)} for type {kind!r}; allowed: {sorted(allowed)}"
+        )
+    try:
+        return cls(elements=list(elements), **options)
+    except TypeError as exc:  # e.g. a missing required option
+        raise UsageError(f"type {kind!r}: {exc}") from exc
