@@ -15,6 +15,7 @@ CELL = "cell"  # (B, 3, 3) | Å | cell vectors as rows (zeros for molecules)
 PBC = "pbc"  # (B, 3) bool | - | periodic directions
 BATCH = "batch"  # (N,) int64 | - | structure index of each atom
 N_ATOMS = "n_atoms"  # (B,) int64 | - | atoms per structure
+ORIGIN = "origin"  # (B, 3) | Å | input-frame point where the graph's coordinates are zero
 TOTAL_CHARGE = "total_charge"  # (B,) | e | net charge of each structure
 WEIGHT = "weight"  # (B,) | - | per-structure loss weight (1 by default)
 

@@ -36,7 +36,7 @@ from .terms import StatisticsData, build_term, term_recipe
 #: fields every graph provides before any stage runs
 PROVIDED = (
     keys.POSITIONS, keys.NUMBERS, keys.SPECIES, keys.CELL, keys.PBC, keys.BATCH,
-    keys.N_ATOMS, keys.TOTAL_CHARGE,
+    keys.N_ATOMS, keys.TOTAL_CHARGE, keys.ORIGIN,
 )
 
 
@@ -180,7 +180,8 @@ class Potential(nn.Module):
         """Evaluate all parts. Returns a new dict: the prepared graph plus
 
         ``contributions`` ({name: (N,) eV}), ``atomic_energies`` (N,) eV,
-        ``energy`` (B,) eV and, with charges, ``dipole`` (B, 3) e·Å = Σ q_i r_i.
+        ``energy`` (B,) eV and, with charges, ``dipole`` (B, 3) e·Å = Σ q_i r_i
+        (r_i in the input frame: the graph's local coordinates plus ``origin``).
         """
         graph = self.prepare(graph)
         contributions = {}
@@ -195,8 +196,11 @@ class Potential(nn.Module):
         graph[keys.ATOMIC_ENERGIES] = total
         graph[keys.ENERGY] = sum_per_structure(total, batch, n_structures)
         if keys.DIPOLE in self.outputs:
-            moments = graph[keys.CHARGES].unsqueeze(-1) * graph[keys.POSITIONS]
-            graph[keys.DIPOLE] = sum_per_structure(moments, batch, n_structures)
+            charges = graph[keys.CHARGES]
+            moments = charges.unsqueeze(-1) * graph[keys.POSITIONS]
+            total = sum_per_structure(charges, batch, n_structures).unsqueeze(-1)
+            graph[keys.DIPOLE] = sum_per_structure(moments, batch, n_structures) \
+                + total * graph[keys.ORIGIN].to(moments)
         return graph
 
     def graph(self, atoms, **kwargs) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator as _ASECalculator
 from ase.calculators.calculator import PropertyNotImplementedError, all_changes
 
+from .. import keys
 from ..derivatives import evaluate
 from ..dtypes import resolve_dtype
 from ..structures import to_device
@@ -48,11 +49,19 @@ class Calculator(_ASECalculator):
             The process-wide setting is restored after each call.
 
     Properties: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom),
-    ``forces`` (eV/Å), ``stress`` (eV/Å³, Voigt, 3-D periodic cells only).
-    Per-term energies (eV) are in ``calc.results["contributions"]``.
+    ``forces`` (eV/Å), ``stress`` (eV/Å³, Voigt, 3-D periodic cells only) and, for
+    potentials with charges, ``charges`` (e) and ``dipole`` (e·Å, Σ q_i r_i over the
+    positions as given; for cells the atoms are first wrapped into the cell, and the
+    value is not a physical observable). Per-term energies (eV) are in
+    ``calc.results["contributions"]``.
+
+    The total charge is read from ``atoms.info["charge"]`` (e, default 0); changing
+    it (or any other ``info`` field in :attr:`INFO_KEYS`) makes the next call recompute.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    #: ``atoms.info`` fields a model reads: a change to one of them invalidates results
+    INFO_KEYS = ("charge",)
 
     def __init__(
         self, model, device: str = "cpu", dtype="float64", threads: int | None = None, **kwargs
@@ -74,6 +83,19 @@ class Calculator(_ASECalculator):
         self.potential = model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.potential.parameters():
             p.requires_grad_(False)
+        self.has_charges = keys.CHARGES in self.potential.outputs
+        if self.has_charges:
+            self.implemented_properties = [*type(self).implemented_properties,
+                                           "charges", "dipole"]
+
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's checks (positions, numbers, cell, pbc, …) plus the ``info`` fields read."""
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None:
+            old, new = self.atoms.info, atoms.info
+            if any(old.get(k) != new.get(k) for k in self.INFO_KEYS):
+                changes.append("info")
+        return changes
 
     def _threads(self, atoms: Atoms) -> int | None:
         if self.device.type != "cpu":
@@ -105,6 +127,9 @@ class Calculator(_ASECalculator):
                 k: float(v.detach().sum()) for k, v in res.contributions.items()
             },
         }
+        if self.has_charges:
+            self.results["charges"] = res.charges.detach().cpu().double().numpy()
+            self.results["dipole"] = res.dipole[0].detach().cpu().double().numpy()
         if want_stress:
             s = res.stress[0].detach().cpu().double().numpy()
             self.results["stress"] = np.array(

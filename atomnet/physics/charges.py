@@ -49,10 +49,11 @@ class FixedCharges(Term):
             )
         self.charges = {s: float(charges[s]) for s in elements}
         values = [self.charges[s] for s in elements]
-        self.register_buffer("values", torch.tensor(values), persistent=False)
+        self.register_buffer("values", torch.tensor(values, dtype=torch.float64), persistent=False)
 
     def recipe(self) -> dict:
         return {"charges": dict(self.charges)}
 
     def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {keys.CHARGES: conserve_charge(self.values[graph[keys.SPECIES]], graph)}
+        raw = self.values[graph[keys.SPECIES]].to(graph[keys.POSITIONS].dtype)
+        return {keys.CHARGES: conserve_charge(raw, graph)}

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.data import chemical_symbols
+from ase.geometry import wrap_positions
 
 from .. import keys
 from ..neighbors import neighbor_pairs, pair_distances, pairs_to_graph
@@ -84,6 +85,21 @@ def _info_number(atoms: Atoms, key: str, default: float, source, index) -> float
     return number
 
 
+def local_positions(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (N, 3) Å in a frame near the atoms, and that frame's origin (3,) Å.
+
+    Atoms are wrapped into the cell along periodic directions, then the centroid
+    is subtracted, all in float64. The energy is unchanged (it depends on relative
+    vectors only), but a float32 model no longer loses digits when a molecule sits
+    1,000 Å from the origin or an MD trajectory has drifted over many cells.
+    """
+    positions = np.asarray(atoms.positions, dtype=np.float64)
+    if atoms.pbc.any():
+        positions = wrap_positions(positions, atoms.cell.array, atoms.pbc, eps=0.0)
+    origin = positions.mean(axis=0)
+    return positions - origin, origin
+
+
 def add_pair_lists(
     graph: dict[str, torch.Tensor],
     atoms: Atoms,
@@ -99,8 +115,9 @@ def add_pair_lists(
     same (center-sorted) order. ``check``: reject overlapping atoms on the way.
     """
     largest = max(pair_lists)
-    pairs = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, largest)
-    distances = pair_distances(atoms.positions, atoms.cell.array, pairs)
+    positions = graph[keys.POSITIONS].numpy()
+    pairs = neighbor_pairs(positions, atoms.cell.array, atoms.pbc, largest)
+    distances = pair_distances(positions, atoms.cell.array, pairs)
     if check:
         check_overlap(atoms, pairs, distances, source, index)
     for cutoff, triplet_cutoff in pair_lists.items():
@@ -137,7 +154,8 @@ def atoms_to_graph(
         labels: read reference labels (``ref_energy``, ``ref_forces``, …); off for
             calculators, where ``atoms.calc`` holds predictions, not labels.
 
-    Total charge is read from ``atoms.info["charge"]`` (e), default 0.
+    Total charge is read from ``atoms.info["charge"]`` (e), default 0. Positions are
+    stored in a local frame (:func:`local_positions`); ``origin`` records where it is.
     """
     if validate:  # before the neighbour list: it must not see NaN positions
         validate_atoms(
@@ -147,8 +165,10 @@ def atoms_to_graph(
     numbers = atoms.numbers
     charge = _info_number(atoms, "charge", 0.0, source, index)
     weight = _info_number(atoms, "weight", 1.0, source, index)
+    positions, origin = local_positions(atoms)
     graph = {
-        keys.POSITIONS: torch.as_tensor(atoms.positions, dtype=torch.float64),
+        keys.POSITIONS: torch.as_tensor(positions, dtype=torch.float64),
+        keys.ORIGIN: torch.as_tensor(origin, dtype=torch.float64).unsqueeze(0),
         keys.NUMBERS: torch.as_tensor(numbers, dtype=torch.long),
         keys.SPECIES: torch.as_tensor([z_to_species[int(z)] for z in numbers], dtype=torch.long),
         keys.CELL: torch.as_tensor(atoms.cell.array, dtype=torch.float64).unsqueeze(0),
