@@ -79,7 +79,10 @@ def register(name: str):
     """Class decorator: make a :class:`Term` subclass buildable as ``{"type": name, ...}``."""
 
     def wrap(cls):
-        if name in TERMS and TERMS[name] is not cls:
+        old = TERMS.get(name)
+        same = old is not None and (old.__module__, old.__qualname__) == \
+            (cls.__module__, cls.__qualname__)  # a re-run of the same definition
+        if old is not None and old is not cls and not same:
             raise UsageError(f"term type {name!r} is already registered ({TERMS[name]})")
         cls.type_name = name
         TERMS[name] = cls
