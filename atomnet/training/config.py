@@ -4,12 +4,24 @@ Every section is checked when the file is read: an unknown key, a missing
 required key or a value of the wrong type raises :class:`ConfigError` naming
 the key and the file. Relative paths resolve against the YAML file's folder.
 
+Units: the data files may use other units than atomnet's (eV, Å). Name them
+with ``data.energy_unit`` (default ``eV``; also ``meV``, ``Hartree``/``Ha``,
+``Ry``/``Rydberg``, ``kcal/mol``, ``kJ/mol``) and ``data.length_unit`` (default
+``Å``; also ``Angstrom``/``A``, ``Bohr``, ``nm``). Every frame read (train, valid,
+test and isolated-atom files) is converted once, on reading: energies by the
+energy factor, positions and cell by the length factor, forces as
+energy/length, stress as energy/length³, dipoles as e·length. Values written
+in the config itself stay in atomnet units (``model.cutoff`` in Å, ``data.e0s``
+in eV).
+
 Example::
 
     data:
       train: train.xyz            # extxyz (or anything ase.io reads) with energy (+ forces)
       test_fraction: 0.1          # held-out part of train (or test: test.xyz)
       isolated_atoms: e0s.xyz     # or e0s: {H: -13.6, ...} or e0s: fit
+      energy_unit: Hartree        # units of the files (default eV, Å)
+      length_unit: Bohr
     model: {type: bpnn, cutoff: 5.0, hidden: [128, 64]}
     training: {epochs: 100, batch_size: 32, lr: 1.0e-3}
     output: {dir: runs/ethanol}
@@ -29,6 +41,7 @@ import yaml
 
 from ..dtypes import DTYPES
 from ..errors import AtomnetError
+from ..units import ENERGY_TO_EV, LENGTH_TO_ANGSTROM, Conversion
 
 
 class ConfigError(AtomnetError, ValueError):
@@ -46,6 +59,8 @@ class DataConfig:
     training energies; the default when no ``isolated_atoms`` file is given).
     ``energy_key``/``forces_key``/``stress_key``: label names in the files, when
     not the standard ``energy``/``forces``/``stress``.
+    ``energy_unit``/``length_unit``: units of the files (see the module docstring);
+    everything is converted to eV and Å when read. ``e0s`` values are in eV.
     """
 
     train: Path
@@ -58,6 +73,12 @@ class DataConfig:
     energy_key: str = "energy"
     forces_key: str = "forces"
     stress_key: str = "stress"
+    energy_unit: str = "eV"
+    length_unit: str = "Å"
+
+    def units(self) -> Conversion:
+        """Factors from the files' units into eV and Å."""
+        return Conversion(self.energy_unit, self.length_unit)
 
 
 @dataclass
@@ -223,6 +244,12 @@ def _check_values(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: data.e0s must be a mapping {{symbol: eV}} or 'fit'")
     if d.e0s is not None and d.isolated_atoms is not None:
         raise ConfigError(f"{source}: give either data.isolated_atoms or data.e0s, not both")
+    for key, known in (("energy_unit", ENERGY_TO_EV), ("length_unit", LENGTH_TO_ANGSTROM)):
+        if getattr(d, key) not in known:
+            raise ConfigError(
+                f"{source}: data.{key} {getattr(d, key)!r} is not a known unit "
+                f"(known: {', '.join(known)})"
+            )
     if t.scheduler not in _SCHEDULERS:
         raise ConfigError(f"{source}: training.scheduler must be one of {_SCHEDULERS}")
     if t.dtype not in DTYPES:
