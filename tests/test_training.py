@@ -125,6 +125,52 @@ def test_config_errors_name_key_and_file(dataset, config_dir, edit, message):
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("output", "log_every", 0),  # was a ZeroDivisionError after epoch 1
+        ("training", "forces_weight", -1.0),  # was silently energy-only training
+        ("training", "energy_weight", -0.5),
+        ("training", "stress_weight", -1.0),
+        ("training", "patience", 0),  # was a stop after one epoch
+        ("training", "grad_clip", 0.0),
+        ("training", "grad_clip", -1.0),
+        ("training", "min_lr_factor", 0.0),
+        ("training", "min_lr_factor", 1.5),
+        ("training", "weight_decay", -1e-4),
+        ("training", "scheduler_patience", 0),
+        ("training", "max_time_minutes", 0.0),
+        ("training", "lr", float("nan")),
+        ("training", "forces_weight", float("nan")),
+    ],
+)
+def test_out_of_range_values_are_config_errors_naming_the_key(
+    dataset, config_dir, section, key, value
+):
+    path = write_config(config_dir, dataset)
+    raw = yaml.safe_load(path.read_text())
+    raw[section][key] = value
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{section}.{key}" in str(info.value) and str(path) in str(info.value)
+
+
+def test_all_loss_weights_zero_is_a_config_error(dataset, config_dir):
+    path = write_config(config_dir, dataset, energy_weight=0.0, forces_weight=0.0,
+                        stress_weight=0.0)
+    with pytest.raises(ConfigError, match="all 0"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(("key", "value"), [("grad_clip", None), ("patience", None),
+                                            ("max_time_minutes", None), ("min_lr_factor", 1.0),
+                                            ("forces_weight", 0.0), ("patience", 1)])
+def test_edge_values_that_are_allowed(dataset, config_dir, key, value):
+    cfg = load_config(write_config(config_dir, dataset, **{key: value}))
+    assert getattr(cfg.training, key) == value
+
+
 def test_unknown_model_option_is_a_config_error(dataset, config_dir):
     path = write_config(config_dir, dataset)
     raw = yaml.safe_load(path.read_text())

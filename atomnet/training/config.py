@@ -4,6 +4,10 @@ Every section is checked when the file is read: an unknown key, a missing
 required key or a value of the wrong type raises :class:`ConfigError` naming
 the key and the file. Relative paths resolve against the YAML file's folder.
 
+Numeric options are range-checked too (e.g. ``output.log_every >= 1``, loss
+weights >= 0, ``training.patience >= 1``), so that a bad value fails at once
+rather than after the first epoch.
+
 Units: the data files may use other units than atomnet's (eV, Å). Name them
 with ``data.energy_unit`` (default ``eV``; also ``meV``, ``Hartree``/``Ha``,
 ``Ry``/``Rydberg``, ``kcal/mol``, ``kJ/mol``) and ``data.length_unit`` (default
@@ -259,8 +263,37 @@ def _check_values(cfg: Config, source: str) -> None:
             raise ConfigError(f"{source}: training.{key} must be >= 1")
     if not t.lr > 0:
         raise ConfigError(f"{source}: training.lr must be positive, got {t.lr}")
+    _check_ranges(cfg, source)
     if "type" not in cfg.model:
         raise ConfigError(f"{source}: missing required key 'model.type'")
+
+
+#: (section, key, test, what it must be): numeric options checked when the file is read
+_RANGES = (
+    ("training", "energy_weight", lambda v: v >= 0, ">= 0"),
+    ("training", "forces_weight", lambda v: v >= 0, ">= 0"),
+    ("training", "stress_weight", lambda v: v >= 0, ">= 0"),
+    ("training", "weight_decay", lambda v: v >= 0, ">= 0"),
+    ("training", "min_lr_factor", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("training", "scheduler_patience", lambda v: v >= 1, ">= 1"),
+    ("training", "grad_clip", lambda v: v is None or v > 0, "> 0 or null (no clipping)"),
+    ("training", "patience", lambda v: v is None or v >= 1, ">= 1 or null (no early stop)"),
+    ("training", "max_time_minutes", lambda v: v is None or v > 0, "> 0 or null (no limit)"),
+    ("output", "log_every", lambda v: v >= 1, ">= 1"),
+)
+
+
+def _check_ranges(cfg: Config, source: str) -> None:
+    for section, key, ok, what in _RANGES:
+        value = getattr(getattr(cfg, section), key)
+        # NaN fails every comparison, so it is refused here too
+        if not ok(value):
+            raise ConfigError(f"{source}: {section}.{key} must be {what}, got {value!r}")
+    t = cfg.training
+    if t.energy_weight == t.forces_weight == t.stress_weight == 0:
+        raise ConfigError(
+            f"{source}: training.energy_weight, forces_weight and stress_weight are all 0"
+        )
 
 
 def config_from_dict(raw: Any, source: str = "<config>", base: Path | None = None) -> Config:
