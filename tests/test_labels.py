@@ -179,10 +179,13 @@ def test_metric_without_labelled_structures_is_absent():
 # --- training ----------------------------------------------------------------
 
 
-def test_cells_mixed_with_clusters_train_and_stress_counts_cells_only(tmp_path):
+def test_cells_mixed_with_clusters_train_and_stress_counts_cells_only(tmp_path, capsys):
     frames = mixed_frames()
     path = write_config(tmp_path, frames)
     result = train(path)
+    n_train = len(result.state.split["train"])
+    n_cells = sum(frames[i].pbc.all() for i in result.state.split["train"])
+    assert f"stress ({n_cells}/{n_train} structures)" in capsys.readouterr().out
     assert len(result.state.history) == 2
     assert all(math.isfinite(h["train_loss"]) for h in result.state.history)
     # the final train metrics are those of the saved (best) model: recompute the stress
