@@ -31,12 +31,14 @@ HARTREE = _ase.Hartree  # eV
 BOHR = _ase.Bohr  # Å
 KCAL_PER_MOL = _ase.kcal / _ase.mol  # eV
 KJ_PER_MOL = _ase.kJ / _ase.mol  # eV
+RYDBERG = _ase.Rydberg  # eV
 FS = _ase.fs  # ASE time unit per fs
 GPA = _ase.GPa  # eV/Å³ per GPa
 
 #: factors to convert a quantity *into* internal units, by unit name
 ENERGY_TO_EV = {"eV": 1.0, "meV": 1e-3, "Hartree": HARTREE, "Ha": HARTREE,
-                "kcal/mol": KCAL_PER_MOL, "kJ/mol": KJ_PER_MOL}
+                "kcal/mol": KCAL_PER_MOL, "kJ/mol": KJ_PER_MOL, "Ry": RYDBERG,
+                "Rydberg": RYDBERG}
 LENGTH_TO_ANGSTROM = {"Å": 1.0, "Angstrom": 1.0, "A": 1.0, "Bohr": BOHR, "nm": 10.0}
 
 
@@ -58,3 +60,38 @@ def length_factor(unit: str) -> float:
         raise ValueError(
             f"unknown length unit {unit!r}; known: {sorted(LENGTH_TO_ANGSTROM)}"
         ) from None
+
+
+class Conversion:
+    """Factors that bring data given in (``energy_unit``, ``length_unit``) into eV and Å.
+
+    Energies scale by ``energy``, lengths (positions, cell) by ``length``, forces by
+    energy/length, stress by energy/length³, dipoles (e·length) by ``length``.
+    Raises ValueError naming the known units for an unknown one.
+    """
+
+    def __init__(self, energy_unit: str = ENERGY, length_unit: str = LENGTH) -> None:
+        self.energy = energy_factor(energy_unit)
+        self.length = length_factor(length_unit)
+
+    @property
+    def identity(self) -> bool:
+        return self.energy == 1.0 and self.length == 1.0
+
+    @property
+    def force(self) -> float:
+        return self.energy / self.length
+
+    @property
+    def stress(self) -> float:
+        return self.energy / self.length**3
+
+    @property
+    def dipole(self) -> float:
+        return self.length
+
+    def factor(self, label: str) -> float:
+        """Factor for the label ``energy``, ``forces``, ``stress`` or ``dipole``."""
+        return {"energy": self.energy, "forces": self.force, "stress": self.stress,
+                "dipole": self.dipole}[label]
+

@@ -9,9 +9,9 @@ from pathlib import Path
 from ..dtypes import resolve_dtype
 from ..io import load
 from ..structures import get_label, read_structures
-from ..training.data import build_graphs, make_set
+from ..training.data import build_graphs, labels_present, make_set
 from ..training.evaluation import evaluate_set
-from ..training.metrics import ErrorAccumulator, format_table
+from ..training.metrics import format_table
 from ..training.prepare import resolve_device
 
 
@@ -27,44 +27,26 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _label_set(atoms) -> tuple[str, ...]:
-    labels = ["energy"]
-    if get_label(atoms, "forces") is not None:
-        labels.append("forces")
-    if atoms.pbc.all() and get_label(atoms, "stress") is not None:
-        labels.append("stress")
-    return tuple(labels)
-
-
-def group_by_labels(frames) -> tuple[dict[tuple[str, ...], list[int]], int]:
-    """Frame indices grouped by the labels they carry; frames without energy are skipped."""
-    groups: dict[tuple[str, ...], list[int]] = {}
-    skipped = 0
-    for k, atoms in enumerate(frames):
-        if get_label(atoms, "energy") is None:
-            skipped += 1
-            continue
-        groups.setdefault(_label_set(atoms), []).append(k)
-    return groups, skipped
-
-
 def evaluate_file(potential, path: Path, device, dtype, batch_size: int) -> dict[str, float]:
-    """Metrics (meV units, see :mod:`atomnet.training.metrics`) of ``potential`` on ``path``."""
+    """Metrics (meV units, see :mod:`atomnet.training.metrics`) of ``potential`` on ``path``.
+
+    Labels are per structure: force and stress errors count the structures that carry
+    them (stress only on 3-D periodic cells); structures without an energy are skipped.
+    """
     frames = read_structures(path)
-    groups, skipped = group_by_labels(frames)
-    if not groups:
+    idx = [k for k, atoms in enumerate(frames) if get_label(atoms, "energy") is not None]
+    if not idx:
         raise ValueError(f"{path}: no structure carries an energy label")
-    if skipped:
-        print(f"note: {skipped} structure(s) without an energy label skipped")
+    if len(idx) < len(frames):
+        print(f"note: {len(frames) - len(idx)} structure(s) without an energy label skipped")
+    chosen = [frames[i] for i in idx]
+    labels = labels_present(chosen)
     e0 = potential.reference.e0.detach().double().cpu().clone()
     potential.to(device=device, dtype=dtype).eval()
-    acc = ErrorAccumulator()
-    for labels, idx in groups.items():
-        chosen = [frames[i] for i in idx]
-        graphs = build_graphs(potential, chosen, labels, str(path), idx)
-        data = make_set(path.name, str(path), chosen, graphs, labels, e0, device, dtype)
-        evaluate_set(potential, data, batch_size, accumulator=acc)
-    return acc.compute()
+    graphs = build_graphs(potential, chosen, labels, str(path), idx)
+    data = make_set(path.name, str(path), chosen, graphs, labels, e0, device, dtype)
+    metrics, _ = evaluate_set(potential, data, batch_size)
+    return metrics
 
 
 def run(args: argparse.Namespace) -> int:

@@ -56,8 +56,8 @@ def evaluate(
     Args:
         potential: maps a graph to a dict with ``energy`` (B,) in eV.
         graph: batch of structures (not modified).
-        forces, stress, hessian: which derivatives to compute. Stress needs
-            3-D periodic cells (volume > 0).
+        forces, stress, hessian: which derivatives to compute. Stress is defined
+            for 3-D periodic cells (volume > 0); other structures get zeros.
         create_graph: keep the graph of the derivatives (for force/stress losses).
     """
     graph = dict(graph)
@@ -79,14 +79,29 @@ def evaluate(
     )
     results["forces"] = -grads[0]
     if stress:
-        volume = torch.linalg.det(graph[keys.CELL].detach()).abs()
         results["virial"] = -grads[1]
-        results["stress"] = grads[1] / volume.view(-1, 1, 1)
+        results["stress"] = _stress(grads[1], graph)
     if hessian:
         results["hessian"] = _hessian_from_gradient(grads[0], positions)
         if not create_graph:
             results["forces"] = results["forces"].detach()
     return Results(**results)
+
+
+def _stress(de_deps: torch.Tensor, graph: dict) -> torch.Tensor:
+    """(B, 3, 3) σ = (1/V) ∂E/∂ε for 3-D periodic structures, zeros for the others.
+
+    A volume of 1 stands in where the structure is not periodic (or its cell is
+    degenerate), so that neither σ nor its gradients become inf or NaN; the
+    ``where`` then gives those structures zero stress and zero gradient.
+    """
+    cell = graph[keys.CELL].detach()
+    volume = torch.linalg.det(cell).abs()
+    defined = volume > 0
+    if keys.PBC in graph:
+        defined = defined & graph[keys.PBC].to(cell.device).all(-1)
+    safe = torch.where(defined, volume, torch.ones_like(volume)).view(-1, 1, 1)
+    return torch.where(defined.view(-1, 1, 1), de_deps / safe, torch.zeros_like(de_deps))
 
 
 def _hessian_from_gradient(gradient: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

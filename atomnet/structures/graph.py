@@ -30,7 +30,13 @@ def get_label(atoms: Atoms, key: str) -> np.ndarray | None:
     Looks in ``atoms.calc.results`` (ASE ≥ 3.23 readers) and then in
     ``atoms.info`` / ``atoms.arrays`` (older files). Stress in Voigt (6,) form is
     returned as (3, 3). Returns None when absent.
+
+    Stress is defined only for cells periodic in all three directions: a stress
+    label on any other structure (some codes write zeros for molecules) is
+    ignored, i.e. None is returned.
     """
+    if key == keys.STRESS and not atoms.pbc.all():
+        return None
     value = None
     calc = atoms.calc
     if calc is not None and key in getattr(calc, "results", {}):
@@ -48,15 +54,26 @@ def get_label(atoms: Atoms, key: str) -> np.ndarray | None:
     return value
 
 
+def label_shape(key: str, n_atoms: int) -> tuple[int, ...]:
+    """Shape of label ``key`` in one structure's graph: (n_atoms, 3) per atom, else (1, …)."""
+    shape = LABEL_SHAPES[key]
+    return (n_atoms, 3) if shape is None else (1, *shape)
+
+
 def _labels(atoms: Atoms, require: Sequence[str], source, index) -> dict[str, torch.Tensor]:
+    """Labels ``ref_<key>`` found on ``atoms``; each optional one (all but energy) with
+    its mask ``ref_<key>_mask`` = [True] (datasets pad the structures lacking it)."""
     out = {}
     for key, shape in LABEL_SHAPES.items():
         value = get_label(atoms, key)
         if value is None:
             if key in require:
+                note = ("; stress is read only for cells periodic in 3-D"
+                        if key == keys.STRESS and not atoms.pbc.all() else "")
                 raise StructureError(
                     f"{where(source, index)}: missing '{key}' label (required for training; "
-                    f"found info keys {sorted(atoms.info)}, array keys {sorted(atoms.arrays)})"
+                    f"found info keys {sorted(atoms.info)}, array keys {sorted(atoms.arrays)}"
+                    f"{note})"
                 )
             continue
         expected = (len(atoms), 3) if shape is None else shape
@@ -68,6 +85,8 @@ def _labels(atoms: Atoms, require: Sequence[str], source, index) -> dict[str, to
             raise StructureError(f"{where(source, index)}: '{key}' contains NaN or inf")
         tensor = torch.as_tensor(value, dtype=torch.float64)
         out[keys.ref(key)] = tensor if shape is None else tensor.unsqueeze(0)
+        if key != keys.ENERGY:
+            out[keys.mask(key)] = torch.ones(1, dtype=torch.bool)
     return out
 
 

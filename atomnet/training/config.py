@@ -4,12 +4,28 @@ Every section is checked when the file is read: an unknown key, a missing
 required key or a value of the wrong type raises :class:`ConfigError` naming
 the key and the file. Relative paths resolve against the YAML file's folder.
 
+Numeric options are range-checked too (e.g. ``output.log_every >= 1``, loss
+weights >= 0, ``training.patience >= 1``), so that a bad value fails at once
+rather than after the first epoch.
+
+Units: the data files may use other units than atomnet's (eV, Å). Name them
+with ``data.energy_unit`` (default ``eV``; also ``meV``, ``Hartree``/``Ha``,
+``Ry``/``Rydberg``, ``kcal/mol``, ``kJ/mol``) and ``data.length_unit`` (default
+``Å``; also ``Angstrom``/``A``, ``Bohr``, ``nm``). Every frame read (train, valid,
+test and isolated-atom files) is converted once, on reading: energies by the
+energy factor, positions and cell by the length factor, forces as
+energy/length, stress as energy/length³, dipoles as e·length. Values written
+in the config itself stay in atomnet units (``model.cutoff`` in Å, ``data.e0s``
+in eV).
+
 Example::
 
     data:
       train: train.xyz            # extxyz (or anything ase.io reads) with energy (+ forces)
       test_fraction: 0.1          # held-out part of train (or test: test.xyz)
       isolated_atoms: e0s.xyz     # or e0s: {H: -13.6, ...} or e0s: fit
+      energy_unit: Hartree        # units of the files (default eV, Å)
+      length_unit: Bohr
     model: {type: bpnn, cutoff: 5.0, hidden: [128, 64]}
     training: {epochs: 100, batch_size: 32, lr: 1.0e-3}
     output: {dir: runs/ethanol}
@@ -29,6 +45,7 @@ import yaml
 
 from ..dtypes import DTYPES
 from ..errors import AtomnetError
+from ..units import ENERGY_TO_EV, LENGTH_TO_ANGSTROM, Conversion
 
 
 class ConfigError(AtomnetError, ValueError):
@@ -46,6 +63,8 @@ class DataConfig:
     training energies; the default when no ``isolated_atoms`` file is given).
     ``energy_key``/``forces_key``/``stress_key``: label names in the files, when
     not the standard ``energy``/``forces``/``stress``.
+    ``energy_unit``/``length_unit``: units of the files (see the module docstring);
+    everything is converted to eV and Å when read. ``e0s`` values are in eV.
     """
 
     train: Path
@@ -58,6 +77,12 @@ class DataConfig:
     energy_key: str = "energy"
     forces_key: str = "forces"
     stress_key: str = "stress"
+    energy_unit: str = "eV"
+    length_unit: str = "Å"
+
+    def units(self) -> Conversion:
+        """Factors from the files' units into eV and Å."""
+        return Conversion(self.energy_unit, self.length_unit)
 
 
 @dataclass
@@ -223,6 +248,12 @@ def _check_values(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: data.e0s must be a mapping {{symbol: eV}} or 'fit'")
     if d.e0s is not None and d.isolated_atoms is not None:
         raise ConfigError(f"{source}: give either data.isolated_atoms or data.e0s, not both")
+    for key, known in (("energy_unit", ENERGY_TO_EV), ("length_unit", LENGTH_TO_ANGSTROM)):
+        if getattr(d, key) not in known:
+            raise ConfigError(
+                f"{source}: data.{key} {getattr(d, key)!r} is not a known unit "
+                f"(known: {', '.join(known)})"
+            )
     if t.scheduler not in _SCHEDULERS:
         raise ConfigError(f"{source}: training.scheduler must be one of {_SCHEDULERS}")
     if t.dtype not in DTYPES:
@@ -232,8 +263,37 @@ def _check_values(cfg: Config, source: str) -> None:
             raise ConfigError(f"{source}: training.{key} must be >= 1")
     if not t.lr > 0:
         raise ConfigError(f"{source}: training.lr must be positive, got {t.lr}")
+    _check_ranges(cfg, source)
     if "type" not in cfg.model:
         raise ConfigError(f"{source}: missing required key 'model.type'")
+
+
+#: (section, key, test, what it must be): numeric options checked when the file is read
+_RANGES = (
+    ("training", "energy_weight", lambda v: v >= 0, ">= 0"),
+    ("training", "forces_weight", lambda v: v >= 0, ">= 0"),
+    ("training", "stress_weight", lambda v: v >= 0, ">= 0"),
+    ("training", "weight_decay", lambda v: v >= 0, ">= 0"),
+    ("training", "min_lr_factor", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("training", "scheduler_patience", lambda v: v >= 1, ">= 1"),
+    ("training", "grad_clip", lambda v: v is None or v > 0, "> 0 or null (no clipping)"),
+    ("training", "patience", lambda v: v is None or v >= 1, ">= 1 or null (no early stop)"),
+    ("training", "max_time_minutes", lambda v: v is None or v > 0, "> 0 or null (no limit)"),
+    ("output", "log_every", lambda v: v >= 1, ">= 1"),
+)
+
+
+def _check_ranges(cfg: Config, source: str) -> None:
+    for section, key, ok, what in _RANGES:
+        value = getattr(getattr(cfg, section), key)
+        # NaN fails every comparison, so it is refused here too
+        if not ok(value):
+            raise ConfigError(f"{source}: {section}.{key} must be {what}, got {value!r}")
+    t = cfg.training
+    if t.energy_weight == t.forces_weight == t.stress_weight == 0:
+        raise ConfigError(
+            f"{source}: training.energy_weight, forces_weight and stress_weight are all 0"
+        )
 
 
 def config_from_dict(raw: Any, source: str = "<config>", base: Path | None = None) -> Config:

@@ -1,5 +1,10 @@
 """Datasets for training: read once, split (seeded), graphs cached in memory, batched by index.
 
+Frames are converted to eV and Å once, when read (:func:`read_frames`, from the
+config's ``data.energy_unit``/``data.length_unit``). Labels are per structure:
+when any structure of a set carries forces or stress, every graph of the set
+carries the field (zeros where absent) and its mask ``ref_<label>_mask``.
+
 A :class:`GraphSet` holds each structure's graph (on the training device and
 dtype) and its *residual* reference energy E_ref − Σ E0 in float64, so that
 energy errors stay exact even when the model runs in float32 (a total energy
@@ -20,6 +25,8 @@ from ase.data import atomic_numbers
 
 from .. import keys
 from ..structures import StructureError, collate, get_label, read_structures, to_device
+from ..structures.graph import label_shape
+from ..units import Conversion
 
 #: labels the trainer can fit, in loss order
 FIT_LABELS = ("energy", "forces", "stress")
@@ -31,9 +38,11 @@ class GraphSet:
 
     Attributes:
         name: e.g. ``"train"``; source: the file the frames came from.
-        graphs: graph dicts (device, dtype) with labels ``ref_*`` for ``labels``.
+        graphs: graph dicts (device, dtype) with labels ``ref_*`` for ``labels`` and,
+            for each label but energy, its mask ``ref_*_mask`` (1,) bool.
         residuals: (n,) float64 eV, reference energy minus the sum of E0s.
-        labels: the labels every structure carries, e.g. ``("energy", "forces")``.
+        labels: the labels some structure carries, e.g. ``("energy", "forces")``
+            (energy: every structure).
         frames: the ASE structures (for writing the split to disk).
     """
 
@@ -52,30 +61,47 @@ class GraphSet:
         return sum(int(g[keys.N_ATOMS].sum()) for g in self.graphs)
 
 
-def relabel(frames: Sequence[Atoms], names: dict[str, str]) -> list[Atoms]:
-    """Frames whose labels are read from non-standard names, e.g. ``{"energy": "REF_E"}``.
+def relabel(
+    frames: Sequence[Atoms], names: dict[str, str], units: Conversion | None = None
+) -> list[Atoms]:
+    """Frames with labels read from their names in the file (e.g. ``{"energy": "REF_E"}``)
+    and converted into eV and Å by ``units`` (positions and cell too).
 
     Returns copies carrying the labels in a single-point calculator; the input is
-    not modified. Frames without a given label simply lack it.
+    not modified. Frames without a given label simply lack it; a dipole label is
+    carried (converted) as well. With standard names and units the frames are
+    returned as they are.
     """
-    if all(k == v for k, v in names.items()):
+    units = units or Conversion()
+    if units.identity and all(k == v for k, v in names.items()):
         return list(frames)
+    names = {"dipole": "dipole", **names}
     out = []
     for atoms in frames:
         results = {}
         for key, name in names.items():
             value = get_label(atoms, name)
+            if key == "stress" and not atoms.pbc.all():
+                value = None  # ignored (see get_label); also under another name
             if value is not None:
-                results[key] = value
+                results[key] = value * units.factor(key)
         copy = atoms.copy()
+        for name in names.values():  # no unconverted copy of a label stays behind
+            copy.info.pop(name, None)
+            if name not in ("positions", "numbers"):
+                copy.arrays.pop(name, None)
+        if units.length != 1.0:
+            copy.set_cell(copy.cell.array * units.length, scale_atoms=False)
+            copy.positions = copy.positions * units.length
         copy.calc = SinglePointCalculator(copy, **results)
         out.append(copy)
     return out
 
 
-def read_frames(path: Path, names: dict[str, str]) -> list[Atoms]:
-    """All frames of ``path`` with labels renamed (see :func:`relabel`); energy required."""
-    frames = relabel(read_structures(path), names)
+def read_frames(path: Path, names: dict[str, str], units: Conversion | None = None) -> list[Atoms]:
+    """All frames of ``path`` with labels renamed and converted to eV/Å (see
+    :func:`relabel`); energy required."""
+    frames = relabel(read_structures(path), names, units)
     for k, atoms in enumerate(frames):
         if get_label(atoms, "energy") is None:
             raise StructureError(
@@ -86,11 +112,8 @@ def read_frames(path: Path, names: dict[str, str]) -> list[Atoms]:
 
 
 def labels_present(frames: Sequence[Atoms]) -> tuple[str, ...]:
-    """Labels to fit: energy, plus forces/stress when *any* frame carries them.
-
-    A label carried by only some frames is then required of all, so that the
-    graph builder names the first frame that lacks it.
-    """
+    """Labels to fit: energy, plus forces/stress when *any* frame carries them
+    (stress only counts on 3-D periodic frames). Frames lacking one are masked."""
     out = ["energy"]
     for key in ("forces", "stress"):
         if any(get_label(a, key) is not None for a in frames):
@@ -127,14 +150,26 @@ def split_indices(
 def build_graphs(
     potential, frames: Sequence[Atoms], labels: Sequence[str], source: str, indices=None
 ) -> list[dict[str, torch.Tensor]]:
-    """Float64 CPU graphs of ``frames`` carrying exactly the ``labels`` (others dropped)."""
-    keep = {keys.ref(k) for k in labels}
-    drop = {keys.ref(k) for k in ("energy", "forces", "stress", "dipole")} - keep
+    """Float64 CPU graphs of ``frames`` carrying exactly the ``labels`` (others dropped).
+
+    Energy is required of every frame. Each other label gets its mask
+    ``ref_<label>_mask`` (1,) bool: True where the frame carries it, else False with
+    a zero label, so that every graph has the same fields and batches collate.
+    """
+    optional = [k for k in labels if k != keys.ENERGY]
+    keep = {keys.ref(k) for k in labels} | {keys.mask(k) for k in optional}
     graphs = []
     for k, atoms in enumerate(frames):
         index = indices[k] if indices is not None else k
-        g = potential.graph(atoms, require=tuple(labels), source=source, index=index)
-        graphs.append({key: v for key, v in g.items() if key not in drop})
+        g = potential.graph(atoms, require=(keys.ENERGY,), source=source, index=index)
+        g = {key: v for key, v in g.items()
+             if key in keep or not key.startswith(keys.REF_PREFIX)}
+        for label in optional:
+            if keys.ref(label) not in g:
+                shape = label_shape(label, len(atoms))
+                g[keys.ref(label)] = torch.zeros(shape, dtype=torch.float64)
+                g[keys.mask(label)] = torch.zeros(1, dtype=torch.bool)
+        graphs.append(g)
     return graphs
 
 

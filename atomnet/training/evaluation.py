@@ -45,13 +45,23 @@ def reference(graph: dict, residuals: torch.Tensor, labels: Sequence[str]) -> Re
     """Labels of a batch; ``residuals`` (B,) float64 E_ref − Σ E0 in eV."""
     dtype = graph[keys.POSITIONS].dtype
     device = graph[keys.POSITIONS].device
+
+    def label(key: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if key not in labels:
+            return None, None
+        return graph.get(keys.ref(key)), graph.get(keys.mask(key))
+
+    forces, forces_mask = label("forces")
+    stress, stress_mask = label("stress")
     return Reference(
         energy=residuals.to(device=device, dtype=dtype),
         n_atoms=graph[keys.N_ATOMS],
         weight=graph[keys.WEIGHT],
         batch=graph[keys.BATCH],
-        forces=graph.get(keys.ref("forces")) if "forces" in labels else None,
-        stress=graph.get(keys.ref("stress")) if "stress" in labels else None,
+        forces=forces,
+        stress=stress,
+        forces_mask=forces_mask,
+        stress_mask=stress_mask,
     )
 
 
@@ -78,8 +88,10 @@ def evaluate_set(
         loss = compute_loss(pred, ref, weights) if weights is not None else None
         acc.update(pred, ref, loss)
         if collect_forces and pred.forces is not None and ref.forces is not None:
-            pairs.append((ref.forces.detach().cpu().double().numpy().ravel(),
-                          pred.forces.detach().cpu().double().numpy().ravel()))
+            mask = ref.atom_mask()
+            chosen = [f if mask is None else f[mask] for f in (ref.forces, pred.forces)]
+            if chosen[0].numel():
+                pairs.append(tuple(f.detach().cpu().double().numpy().ravel() for f in chosen))
     parity = None
     if pairs:
         parity = np.stack([np.concatenate([p[0] for p in pairs]),

@@ -5,7 +5,10 @@
       + w_σ · Σ_b w_b |Δσ_b|² / (9 Σ_b w_b)                        [eV²/Å⁶]
 
 with w_b the per-structure ``weight`` (``atoms.info["weight"]``, default 1).
-Terms whose labels are absent, or whose weight is 0, are left out.
+Labels are per structure: the force and stress sums run over the structures
+whose mask (``ref_forces_mask``, ``ref_stress_mask``) is set, so a batch
+averages over its labelled atoms/structures only (a batch without any gives
+a zero term). Terms whose labels are absent, or whose weight is 0, are left out.
 """
 
 from __future__ import annotations
@@ -33,8 +36,14 @@ class Reference(NamedTuple):
     n_atoms: torch.Tensor  # (B,) atoms per structure
     weight: torch.Tensor  # (B,) per-structure loss weight
     batch: torch.Tensor  # (N,) structure of each atom
-    forces: torch.Tensor | None = None  # (N, 3) eV/Å
-    stress: torch.Tensor | None = None  # (B, 3, 3) eV/Å³
+    forces: torch.Tensor | None = None  # (N, 3) eV/Å (zeros where not labelled)
+    stress: torch.Tensor | None = None  # (B, 3, 3) eV/Å³ (zeros where not labelled)
+    forces_mask: torch.Tensor | None = None  # (B,) bool, structures with forces; None: all
+    stress_mask: torch.Tensor | None = None  # (B,) bool, structures with stress; None: all
+
+    def atom_mask(self) -> torch.Tensor | None:
+        """(N,) bool: atoms whose structure has force labels (None: all)."""
+        return None if self.forces_mask is None else self.forces_mask[self.batch]
 
 
 class LossTerms(NamedTuple):
@@ -59,9 +68,16 @@ class TrainingError(AtomnetError, RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to try."""
 
 
-def _weighted_mean(sq: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Σ w·sq / Σ w over the first dimension (sq may have trailing dims, averaged)."""
+def _weighted_mean(
+    sq: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Σ w·sq / Σ w over the first dimension (sq may have trailing dims, averaged),
+    counting only the items where ``mask`` is set (0 when none is)."""
     per_item = sq.reshape(sq.shape[0], -1).mean(-1)
+    if mask is not None:
+        mask = mask.to(per_item.device)
+        per_item = torch.where(mask, per_item, torch.zeros_like(per_item))
+        w = torch.where(mask, w, torch.zeros_like(w))
     return (w * per_item).sum() / w.sum().clamp_min(1e-12)
 
 
@@ -73,9 +89,9 @@ def compute_loss(pred: Prediction, ref: Reference, weights: LossWeights) -> Loss
     energy = _weighted_mean(e_err**2, w) if weights.energy > 0 else None
     forces = stress = None
     if weights.forces > 0 and pred.forces is not None and ref.forces is not None:
-        forces = _weighted_mean((pred.forces - ref.forces) ** 2, w[ref.batch])
+        forces = _weighted_mean((pred.forces - ref.forces) ** 2, w[ref.batch], ref.atom_mask())
     if weights.stress > 0 and pred.stress is not None and ref.stress is not None:
-        stress = _weighted_mean((pred.stress - ref.stress) ** 2, w)
+        stress = _weighted_mean((pred.stress - ref.stress) ** 2, w, ref.stress_mask)
     total = pred.energy.new_zeros(())
     for term, factor in ((energy, weights.energy), (forces, weights.forces),
                          (stress, weights.stress)):

@@ -5,6 +5,10 @@ Keys of :meth:`ErrorAccumulator.compute` (absent when the label is absent):
 ``energy_rmse_per_atom`` (meV/atom), ``forces_mae``/``forces_rmse`` (meV/Å, over
 components), ``stress_mae``/``stress_rmse`` (meV/Å³, over components), ``loss``
 (the weighted training loss, eV² units) and ``n_structures``.
+
+Force and stress errors count only the structures that carry the label (the
+masks ``ref_forces_mask``/``ref_stress_mask``); a metric with no labelled
+structure in the whole set is absent, never NaN.
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ class _Errors:
         return math.sqrt(self.sq / self.n)
 
 
+def _select(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The rows of ``err`` where ``mask`` (first dimension) is set; all without a mask."""
+    return err if mask is None else err[mask.to(err.device)]
+
+
 class ErrorAccumulator:
     """Collects errors batch by batch; :meth:`compute` gives MAE/RMSE in meV units."""
 
@@ -51,9 +60,9 @@ class ErrorAccumulator:
         self.energy.add(e_err)
         self.energy_per_atom.add(e_err / ref.n_atoms.double())
         if pred.forces is not None and ref.forces is not None:
-            self.forces.add(pred.forces.detach() - ref.forces)
+            self.forces.add(_select(pred.forces.detach() - ref.forces, ref.atom_mask()))
         if pred.stress is not None and ref.stress is not None:
-            self.stress.add(pred.stress.detach() - ref.stress)
+            self.stress.add(_select(pred.stress.detach() - ref.stress, ref.stress_mask))
         if loss is not None:
             self.loss_sum += float(loss.total.detach()) * len(e_err)
             self.loss_n += len(e_err)

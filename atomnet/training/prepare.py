@@ -80,7 +80,8 @@ def _names(config: Config) -> dict[str, str]:
 def read_splits(config: Config) -> tuple[dict[str, list[Atoms]], dict[str, list[int]], dict]:
     """Frames by split name, the train-file indices of each split, and their sources."""
     d, names = config.data, _names(config)
-    frames = read_frames(d.train, names)
+    units = d.units()
+    frames = read_frames(d.train, names, units)
     valid_fraction = 0.0 if d.valid is not None else d.valid_fraction
     test_fraction = 0.0 if d.test is not None else d.test_fraction
     train_idx, valid_idx, test_idx = split_indices(
@@ -91,7 +92,7 @@ def read_splits(config: Config) -> tuple[dict[str, list[Atoms]], dict[str, list[
     sources = {name: str(d.train) for name in split}
     for name, path in (("valid", d.valid), ("test", d.test)):
         if path is not None:
-            out[name] = read_frames(path, names)
+            out[name] = read_frames(path, names, units)
             split[name] = list(range(len(out[name])))
             sources[name] = str(path)
     return out, split, sources
@@ -116,7 +117,8 @@ def prepare(config: Config) -> Prepared:
         raise ValueError(f"{config.data.train}: no training structures left after the split")
     potential = build_potential(config, elements_of(frames["train"]))
     fitted = labels_present(frames["train"])
-    # a separate valid/test file may lack some labels (e.g. forces): compare what it has
+    # labels are per structure (masked where absent); a set without any structure
+    # carrying a label (e.g. a valid file without forces) leaves it out altogether
     labels = {name: tuple(k for k in fitted if k in labels_present(f))
               for name, f in frames.items() if f}
     graphs = {
@@ -125,7 +127,8 @@ def prepare(config: Config) -> Prepared:
         for name in labels
     }
     e0s, e0_source = resolve_e0s(
-        config.data.e0s, config.data.isolated_atoms, graphs["train"], potential.elements
+        config.data.e0s, config.data.isolated_atoms, graphs["train"], potential.elements,
+        config.data.units().energy,
     )
     potential.reference.set(e0s)
     e0 = potential.reference.e0

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .checkpoint import CheckpointError, read_checkpoint
-from .config import Config
+from .config import Config, DataConfig, TrainingConfig
 
 #: training options that may change between a run and its resumption
 MAY_CHANGE = {"epochs", "max_time_minutes", "device", "patience", "valid_batch_size"}
@@ -20,10 +21,20 @@ def find_checkpoint(path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def _defaults(section: str) -> dict[str, Any]:
+    """Default values of a section's options (an older checkpoint may lack newer keys)."""
+    cls = {"data": DataConfig, "training": TrainingConfig}.get(section)
+    if cls is None:
+        return {}
+    return {f.name: f.default for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING}
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any], section: str) -> list[str]:
     out = []
+    defaults = _defaults(section)
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
+        a, b = old.get(key, defaults.get(key)), new.get(key)
         if section == "training" and key in MAY_CHANGE:
             continue
         if section == "data" and key in _PATH_KEYS and a is not None and b is not None:

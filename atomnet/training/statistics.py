@@ -19,8 +19,13 @@ from .. import keys
 from ..structures import StructureError, get_label, read_structures
 
 
-def read_isolated_atoms(path: str | Path, elements: Sequence[str]) -> dict[str, float]:
-    """E0s {symbol: eV} from one-atom frames with an energy; extra elements are ignored."""
+def read_isolated_atoms(
+    path: str | Path, elements: Sequence[str], energy_factor: float = 1.0
+) -> dict[str, float]:
+    """E0s {symbol: eV} from one-atom frames with an energy; extra elements are ignored.
+
+    ``energy_factor``: converts the file's energies into eV (``data.energy_unit``).
+    """
     found: dict[str, float] = {}
     for k, atoms in enumerate(read_structures(path)):
         if len(atoms) != 1:
@@ -28,7 +33,7 @@ def read_isolated_atoms(path: str | Path, elements: Sequence[str]) -> dict[str, 
         energy = get_label(atoms, "energy")
         if energy is None:
             raise StructureError(f"{path}, frame {k}: isolated atom without an energy")
-        found[atoms.get_chemical_symbols()[0]] = float(energy)
+        found[atoms.get_chemical_symbols()[0]] = float(energy) * energy_factor
     missing = [s for s in elements if s not in found]
     if missing:
         raise StructureError(
@@ -73,10 +78,15 @@ def resolve_e0s(
     isolated_atoms: Path | None,
     graphs: Sequence[dict],
     elements: Sequence[str],
+    energy_factor: float = 1.0,
 ) -> tuple[dict[str, float], str]:
-    """E0s {symbol: eV} and a word on where they came from ("file …", "given", "fitted")."""
+    """E0s {symbol: eV} and a word on where they came from ("file …", "given", "fitted").
+
+    ``energy_factor`` converts the isolated-atoms file into eV; ``spec`` is in eV.
+    """
     if isolated_atoms is not None:
-        return read_isolated_atoms(isolated_atoms, elements), f"read from {isolated_atoms}"
+        e0s = read_isolated_atoms(isolated_atoms, elements, energy_factor)
+        return e0s, f"read from {isolated_atoms}"
     if isinstance(spec, Mapping):
         missing = [s for s in elements if s not in spec]
         if missing:

@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from .. import io as model_io
+from .. import keys
 from .checkpoint import TrainState, restore_checkpoint, save_checkpoint
 from .config import Config, load_config
 from .data import batch_order, iterate
@@ -309,6 +310,16 @@ def finish(run: Run) -> TrainResult:
     return TrainResult(path, metrics, run.state)
 
 
+def _label_counts(data) -> str:
+    """``energy, forces (12/20 structures)``: labels of a set, with how many carry each."""
+    parts = []
+    for label in data.labels:
+        n = sum(bool(g[keys.mask(label)]) for g in data.graphs) \
+            if keys.mask(label) in data.graphs[0] else len(data)
+        parts.append(label if n == len(data) else f"{label} ({n}/{len(data)} structures)")
+    return ", ".join(parts)
+
+
 def train(config: Config | str | Path, on_epoch_end: EpochHook | None = None) -> TrainResult:
     """Train the potential described by ``config`` (a :class:`Config` or a YAML path)."""
     if not isinstance(config, Config):
@@ -319,7 +330,7 @@ def train(config: Config | str | Path, on_epoch_end: EpochHook | None = None) ->
     p = run.prepared
     log(f"{len(p.data.train)} training structures ({p.data.train.n_atoms} atoms), "
         f"{len(p.data.valid) if p.data.valid else 0} validation, "
-        f"{len(p.data.test) if p.data.test else 0} test; labels {', '.join(p.data.train.labels)}")
+        f"{len(p.data.test) if p.data.test else 0} test; labels {_label_counts(p.data.train)}")
     log(f"E0s {p.e0_source}: " + ", ".join(f"{s} {v:.4f} eV" for s, v in p.e0s.items()))
     fit(run, on_epoch_end)
     return finish(run)
