@@ -163,7 +163,9 @@ def _check_atomic_reference(c: _Checker, field: str, options: dict) -> None:
 
 def _check_fixed_charges(c: _Checker, field: str, options: dict) -> None:
     if "charges" in options:
-        charges = c.object(_field(field, "charges"), options["charges"])
+        charges = options["charges"]
+        if not isinstance(charges, dict):
+            c.wrong(_field(field, "charges"), "a JSON object {symbol: charge in e}", charges)
         for symbol, q in charges.items():
             c.number(_field(_field(field, "charges"), symbol), q, -100.0, 100.0, low_open=False)
 
