@@ -144,3 +144,23 @@ def test_parameterless_term_survives_the_round_trip(tmp_path):
                                  ELEMENTS))
     assert torch.allclose(after.energy - without.energy,
                           torch.tensor([float(n_atoms)], dtype=torch.float64))
+
+
+@register("test_model_file_terms.forgetful")
+class Forgetful(Term):
+    """A term whose recipe forgets its width: its file could not be loaded."""
+
+    def __init__(self, elements, width: int = 3):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(width))
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.zeros_like(graph[keys.POSITIONS][:, 0]) + self.weight.sum()
+
+
+def test_save_refuses_a_potential_that_does_not_rebuild(tmp_path):
+    potential = Potential({"forgetful": Forgetful(ELEMENTS, width=5)}, ELEMENTS)
+    with pytest.raises(atomnet.errors.UsageError, match=r"refusing to write a model file that "
+                       r"could not be loaded: .*'terms.forgetful.weight' has shape \[5\]"):
+        atomnet.save(potential, tmp_path / "forgetful.atomnet")
+    assert not list(tmp_path.iterdir())
