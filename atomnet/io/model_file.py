@@ -2,32 +2,60 @@
 
 A ``.atomnet`` file is a safetensors file. Its metadata holds one entry,
 ``"atomnet"``, a JSON header with the format, atomnet version, elements,
-cutoff (Å), units, E0s (eV), the build recipe (hyper-parameters) and any
-training information. The tensors are the potential's state dict. Loading
+cutoff (Å), units, the build recipe of every stage and term (their types and
+hyper-parameters) and any training information. The tensors are the
+potential's state dict; E0s live there only (the ``e0`` tensor). Loading
 parses JSON and raw tensors only: no code is executed.
+
+The loader distrusts the file. In order, before anything the size of the
+model is allocated:
+
+1. the header is parsed with bounded size and nesting and validated field by
+   field (:mod:`atomnet.io.header`);
+2. the recipe is built on the meta device (no memory); its recipe must equal
+   the header's, its reach the header's ``cutoff``, its size a sane bound;
+3. the tensor index of the file (names, shapes, dtypes, read without loading
+   any tensor) must match the meta model's state dict.
+
+Only then is the potential built for real and the tensors loaded. Every
+problem is a :class:`ModelFileError` naming the file and the field or tensor.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .. import units
-from ..errors import AtomnetError
+from ..errors import UsageError
 from ..version import __version__
+from .header import (
+    FORMAT,
+    MAX_VALUES,
+    ModelFileError,
+    first_difference,
+    parse_header,
+    validate_header,
+)
 
-FORMAT = "atomnet-model/1"
+__all__ = ["FORMAT", "ModelFileError", "load", "read_header", "save", "write_atomic"]
+
 _KEY = "atomnet"
 
-
-class ModelFileError(AtomnetError, ValueError):
-    """A model file is missing, malformed or incompatible."""
+#: safetensors dtype names of the integer and boolean torch dtypes
+_ST_DTYPES = {torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+              torch.uint8: "U8", torch.bool: "BOOL"}
+#: floating tensors may be stored in either model precision
+_ST_FLOATS = ("F32", "F64")
 
 
 def save(potential, path: str | os.PathLike, info: dict | None = None) -> Path:
@@ -35,8 +63,13 @@ def save(potential, path: str | os.PathLike, info: dict | None = None) -> Path:
 
     The header holds the recipe of every stage and term (:meth:`Potential.recipe`);
     the tensors are the state dict (E0s included: they are stored only there).
+    The file is checked as :func:`load` would check it (header fields, the recipe
+    rebuilt on the meta device, tensor shapes) before it is written: a potential
+    whose parts do not rebuild from their recipes raises :class:`UsageError`.
     """
     path = Path(path)
+    if info is not None and not isinstance(info, dict):
+        raise UsageError(f"info must be a dict, got {type(info).__name__}")
     header = {
         "format": FORMAT,
         "atomnet_version": __version__,
@@ -47,8 +80,25 @@ def save(potential, path: str | os.PathLike, info: dict | None = None) -> Path:
         "info": info or {},
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in potential.state_dict().items()}
-    write_atomic(tensors, {_KEY: json.dumps(header)}, path)
+    try:
+        text = json.dumps(header)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"cannot save {path}: the header is not JSON-able ({exc})") from exc
+    try:
+        checked = validate_header(parse_header(text, str(path)), str(path))
+        skeleton = _build(checked["potential"], path, meta=True)
+        _check_rebuilt(skeleton, checked, path)
+        index = {k: (list(v.shape), _st_dtype(v.dtype)) for k, v in tensors.items()}
+        _check_index(index, skeleton, path)
+    except ModelFileError as exc:
+        raise UsageError(f"refusing to write a model file that could not be loaded: {exc}") from exc
+    write_atomic(tensors, {_KEY: text}, path)
     return path
+
+
+def _st_dtype(dtype: torch.dtype) -> str | None:
+    """The safetensors name of a torch dtype (None for those a model file never holds)."""
+    return {torch.float32: "F32", torch.float64: "F64", **_ST_DTYPES}.get(dtype)
 
 
 def write_atomic(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
@@ -72,39 +122,151 @@ def write_atomic(tensors: dict[str, torch.Tensor], metadata: dict[str, str], pat
             os.remove(tmp)
 
 
-def read_header(path: str | os.PathLike) -> dict:
-    """The JSON header of a model file (no tensors are read)."""
-    path = Path(path)
+@contextmanager
+def _open(path: Path) -> Iterator:
+    """The file's safetensors handle (index and metadata parsed, no tensor read)."""
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except Exception as exc:  # SafetensorError, OSError, ...: anything the parser objects to
+        raise ModelFileError(f"{path}: not an atomnet model file ({exc})") from exc
+    with handle as f:
+        yield f
+
+
+def _header(f, path: Path) -> dict:
+    try:
+        meta = f.metadata() or {}
+    except Exception as exc:
         raise ModelFileError(f"{path}: not an atomnet model file ({exc})") from exc
     if _KEY not in meta:
         raise ModelFileError(f"{path}: safetensors file without an atomnet header")
+    return validate_header(parse_header(meta[_KEY], str(path)), str(path))
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The validated JSON header of a model file (no tensors are read)."""
+    path = Path(path)
+    with _open(path) as f:
+        return _header(f, path)
+
+
+def _build(recipe: dict, path: Path, meta: bool):
+    """The potential of ``recipe``; on the meta device (no memory) when ``meta``."""
+    from ..potential import Potential
+    from ..terms import build_term
+
+    if not meta:
+        try:
+            return Potential.from_recipe(recipe)
+        except Exception as exc:
+            raise ModelFileError(f"{path}: the recorded model cannot be built ({exc})") from exc
+    elements = recipe["elements"]
+    groups = {}
+    with torch.device("meta"):
+        for section in ("stages", "terms"):
+            groups[section] = {}
+            for k, entry in enumerate(recipe[section]):
+                options = {key: v for key, v in entry.items() if key != "name"}
+                try:
+                    groups[section][entry["name"]] = build_term(options, elements)
+                except Exception as exc:  # UsageError, or whatever the type's __init__ raises
+                    raise ModelFileError(
+                        f"{path}: header field 'potential.{section}[{k}]' (type "
+                        f"{entry['type']!r}) cannot be built: {exc}"
+                    ) from exc
+        try:
+            return Potential(groups["terms"], elements, stages=groups["stages"])
+        except Exception as exc:
+            raise ModelFileError(
+                f"{path}: header field 'potential' does not make a potential: {exc}"
+            ) from exc
+
+
+def _check_rebuilt(potential, header: dict, path: Path) -> None:
+    """The rebuilt potential's recipe and reach must be the header's."""
     try:
-        header = json.loads(meta[_KEY])
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path}: corrupt atomnet header ({exc})") from exc
-    if header.get("format") != FORMAT:
+        rebuilt = json.loads(json.dumps(potential.recipe()))
+    except Exception as exc:
+        raise ModelFileError(f"{path}: the rebuilt model has no JSON recipe ({exc})") from exc
+    diff = first_difference(header["potential"], rebuilt, "potential")
+    if diff is not None:
+        field, given, got = diff
         raise ModelFileError(
-            f"{path}: unsupported model format {header.get('format')!r} (expected {FORMAT})"
+            f"{path}: header field '{field}' does not survive rebuilding the model: "
+            f"{given!r} in the header, {got!r} in the rebuilt model"
         )
-    return header
+    if header["cutoff"] != potential.cutoff:
+        raise ModelFileError(
+            f"{path}: header field 'cutoff' is {header['cutoff']!r} Å but the recorded "
+            f"model reaches {potential.cutoff!r} Å"
+        )
+    n = sum(t.numel() for t in itertools.chain(potential.parameters(), potential.buffers()))
+    if n > MAX_VALUES:
+        raise ModelFileError(
+            f"{path}: the recorded model would hold {n} values (at most {MAX_VALUES})"
+        )
+
+
+def _file_index(f, path: Path) -> dict[str, tuple[list[int], str]]:
+    """{name: (shape, safetensors dtype)} of the file's tensors, none of them read."""
+    try:
+        index = {}
+        for name in f.keys():
+            view = f.get_slice(name)
+            index[name] = (list(view.get_shape()), view.get_dtype())
+    except Exception as exc:
+        raise ModelFileError(f"{path}: unreadable tensor index ({exc})") from exc
+    return index
+
+
+def _check_index(index: dict, skeleton, path: Path) -> list[str]:
+    """The tensors (names, shapes, dtypes) must be the meta model's state dict."""
+    expected = skeleton.state_dict()
+    prefix = f"{path}: weights do not match the recorded model:"
+    missing = [n for n in expected if n not in index]
+    if missing:
+        raise ModelFileError(f"{prefix} tensor {missing[0]!r} is missing "
+                             f"({len(missing)} missing in all)")
+    extra = [n for n in index if n not in expected]
+    if extra:
+        raise ModelFileError(f"{prefix} tensor {extra[0]!r} is not part of the recorded model "
+                             f"({len(extra)} extra in all)")
+    for name, tensor in expected.items():
+        shape, dtype = index[name]
+        if shape != list(tensor.shape):
+            raise ModelFileError(f"{prefix} tensor {name!r} has shape {shape} in the file, "
+                                 f"the recipe gives {list(tensor.shape)}")
+        allowed = _ST_FLOATS if tensor.is_floating_point() else (_ST_DTYPES.get(tensor.dtype),)
+        if dtype not in allowed:
+            raise ModelFileError(f"{prefix} tensor {name!r} is {dtype} in the file, "
+                                 f"the recipe needs {' or '.join(map(str, allowed))}")
+    return list(expected)
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild the potential recorded in ``path`` and load its weights."""
-    from ..potential import Potential
+    """Rebuild the potential recorded in ``path`` and load its weights.
 
-    header = read_header(path)
-    potential = Potential.from_recipe(header["potential"])
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        # fresh (aligned) memory: tensors viewed at arbitrary file offsets take other SIMD
-        # paths in BLAS, so a loaded model would differ from the saved one in the last bit
-        state = {k: f.get_tensor(k).clone() for k in f.keys()}
+    Raises :class:`ModelFileError` for any missing, malformed or inconsistent
+    file (see the module docstring for the checks and their order).
+    """
+    path = Path(path)
+    with _open(path) as f:
+        header = _header(f, path)
+        recipe = header["potential"]
+        skeleton = _build(recipe, path, meta=True)  # no memory: shapes and recipe only
+        _check_rebuilt(skeleton, header, path)
+        names = _check_index(_file_index(f, path), skeleton, path)
+        del skeleton
+        potential = _build(recipe, path, meta=False)  # non-persistent buffers initialised
+        _check_rebuilt(potential, header, path)
+        try:
+            # fresh (aligned) memory: tensors viewed at arbitrary file offsets take other SIMD
+            # paths in BLAS, so a loaded model would differ from the saved one in the last bit
+            state = {k: f.get_tensor(k).clone() for k in names}
+        except Exception as exc:
+            raise ModelFileError(f"{path}: unreadable tensors ({exc})") from exc
     try:
         potential.load_state_dict(state, strict=True, assign=True)  # keep saved dtypes
     except RuntimeError as exc:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 
 from ..errors import AtomnetError
 from ..io.model_file import write_atomic
@@ -122,20 +122,96 @@ def save_checkpoint(
     return path
 
 
+def _check_header(header: Any, path: Path) -> dict:
+    """Fields :func:`restore_checkpoint` and resuming rely on; raises naming the field."""
+
+    def fail(field: str, what: str, value: Any) -> None:
+        text = repr(value)
+        text = text if len(text) <= 60 else text[:57] + "..."
+        raise CheckpointError(f"{path}: checkpoint header field '{field}' must be {what}, "
+                              f"got {text}")
+
+    def need(obj: dict, field: str, kind: type | tuple, what: str, prefix: str = "") -> Any:
+        name = f"{prefix}.{field}" if prefix else field
+        if field not in obj:
+            raise CheckpointError(f"{path}: checkpoint header field '{name}' is missing")
+        if not isinstance(obj[field], kind) or isinstance(obj[field], bool) and kind is not bool:
+            fail(name, what, obj[field])
+        return obj[field]
+
+    if not isinstance(header, dict):
+        fail("", "a JSON object", header)
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unsupported checkpoint format {header.get('format')!r}")
+    state = need(header, "state", dict, "a JSON object")
+    fields = set(TrainState.__dataclass_fields__)
+    unknown = sorted(set(state) - fields)
+    if unknown:
+        raise CheckpointError(f"{path}: checkpoint header field 'state.{unknown[0]}' is unknown")
+    for key, kind, what in (("epoch", int, "an integer"), ("best_epoch", int, "an integer"),
+                            ("best_loss", (int, float), "a number"),
+                            ("elapsed_s", (int, float), "a number"),
+                            ("history", list, "a list"), ("split", dict, "a JSON object")):
+        if key in state:
+            need(state, key, kind, what, "state")
+    optimizer = need(header, "optimizer", dict, "a JSON object")
+    need(optimizer, "param_groups", list, "a list", "optimizer")
+    scalars = need(optimizer, "scalars", dict, "a JSON object", "optimizer")
+    for index, entries in scalars.items():
+        if not index.isdigit() or not isinstance(entries, dict):
+            fail(f"optimizer.scalars.{index}", "an object under a parameter index", entries)
+    if "scheduler" not in header:
+        raise CheckpointError(f"{path}: checkpoint header field 'scheduler' is missing")
+    if header["scheduler"] is not None and not isinstance(header["scheduler"], dict):
+        fail("scheduler", "a JSON object or null", header["scheduler"])
+    rng = need(header, "rng", dict, "a JSON object")
+    if not (isinstance(rng.get("numpy"), list) and len(rng["numpy"]) == 5):
+        fail("rng.numpy", "a list of 5 entries", rng.get("numpy"))
+    if not (isinstance(rng.get("python"), list) and len(rng["python"]) == 3):
+        fail("rng.python", "a list of 3 entries", rng.get("python"))
+    need(header, "config", dict, "a JSON object")
+    return header
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(header, tensors) of a checkpoint, read with safetensors and json only."""
+    """(header, tensors) of a checkpoint, read with safetensors and json only.
+
+    The header is parsed with bounded nesting and checked field by field before any
+    tensor is read; every problem is a :class:`CheckpointError` naming the field.
+    """
+    from ..io.header import MAX_DEPTH, nesting_depth
+
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
+            if _KEY not in meta:
+                raise CheckpointError(
+                    f"{path}: safetensors file without an atomnet checkpoint header"
+                )
+            text = meta[_KEY]
+            if nesting_depth(text) > MAX_DEPTH:
+                raise CheckpointError(f"{path}: corrupt checkpoint header (nested too deeply)")
+            try:
+                header = json.loads(text)
+            except (ValueError, RecursionError) as exc:
+                raise CheckpointError(f"{path}: corrupt checkpoint header ({exc})") from exc
+            _check_header(header, path)
+            names = list(f.keys())
+            for name in names:
+                prefix, _, rest = name.partition(".")
+                ok = (prefix in ("model", "best") and rest) or name == "rng.torch" or (
+                    prefix == "optimizer" and rest.partition(".")[0].isdigit()
+                    and rest.partition(".")[2])
+                if not ok:
+                    raise CheckpointError(f"{path}: unexpected tensor {name!r} in the checkpoint")
+            tensors = {k: f.get_tensor(k) for k in names}
+    except CheckpointError:
+        raise
+    except Exception as exc:  # SafetensorError, OSError, ...: anything the parser objects to
         raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
-    if _KEY not in meta:
-        raise CheckpointError(f"{path}: safetensors file without an atomnet checkpoint header")
-    header = json.loads(meta[_KEY])
-    if header.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unsupported checkpoint format {header.get('format')!r}")
     return header, tensors
 
 
