@@ -3,6 +3,9 @@
 Every structure is built here, so the suite runs in a plain clone (no data
 outside the repository). Derivative tests run in float64 via the ``dtype``
 fixture; nothing here sets a global default dtype.
+
+``skip_policy`` fails the session when a test skips or xfails for any reason
+but an absent optional device or package (see tests/skip_policy.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from ase import Atoms
 from ase.build import molecule
 
 import atomnet
+
+pytest_plugins = ["pytester", "skip_policy"]
 
 REPO = Path(__file__).resolve().parents[1]
 ELEMENTS = ["H", "C", "O"]
