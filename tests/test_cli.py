@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,11 +12,12 @@ import ase.io
 import numpy as np
 import pytest
 import yaml
-from ase import Atoms
+from ase import Atoms, units
 from ase.build import molecule
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
+import atomnet
 from atomnet.cli.main import main
 
 MODEL = {"type": "bpnn", "cutoff": 4.0, "hidden": [8], "n_radial": 6,
@@ -78,20 +81,83 @@ def test_evaluate_handles_frames_without_forces(trained, capsys, tmp_path):
     assert "F MAE" not in capsys.readouterr().out
 
 
-def test_md_nve_reports_drift_and_writes_trajectory(trained, capsys, tmp_path):
-    out = tmp_path / "traj.xyz"
-    status = main(["md", str(trained["model"]), str(trained["test"]), "--steps", "20",
-                   "--thermostat", "nve", "--interval", "5", "--out", str(out)])
-    assert status == 0
-    assert "meV/atom/ps" in capsys.readouterr().out
-    assert len(ase.io.read(out, ":")) == 5
+def _energies(frames: list[Atoms]) -> tuple[np.ndarray, np.ndarray]:
+    """Potential and kinetic energy (eV) of each written frame."""
+    for atoms in frames:
+        assert "momenta" in atoms.arrays, "trajectory frames must carry momenta"
+    epot = np.array([atoms.get_potential_energy() for atoms in frames])
+    ekin = np.array([atoms.get_kinetic_energy() for atoms in frames])
+    return epot, ekin
 
 
-def test_md_langevin_runs(trained, capsys, tmp_path):
-    status = main(["md", str(trained["model"]), str(trained["test"]), "--steps", "5",
-                   "--temperature", "500", "--out", str(tmp_path / "t.xyz")])
-    assert status == 0
-    assert "Langevin" in capsys.readouterr().out
+def _printed(pattern: str, text: str) -> float:
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not in {text!r}"
+    return float(match.group(1))
+
+
+def test_md_nve_conserves_energy_at_a_small_time_step(potential, ethanol, tmp_path, capsys):
+    """Velocity Verlet, 100 fs: total energy flat at 0.5 fs, not at 5 fs (error ∝ dt²)."""
+    model = atomnet.save(potential, tmp_path / "model.atomnet")
+    start = tmp_path / "ethanol.xyz"
+    ase.io.write(start, ethanol)
+    spans, fluctuation = {}, None
+    for dt, steps, interval in [("0.5", 200, 10), ("5", 20, 1)]:
+        out = tmp_path / f"nve_{dt}.xyz"
+        assert main(["md", str(model), str(start), "--thermostat", "nve", "--steps", str(steps),
+                     "--timestep", dt, "--interval", str(interval), "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        frames = ase.io.read(out, ":")
+        assert len(frames) == steps // interval + 1
+        epot, ekin = _energies(frames)
+        spans[dt] = np.ptp(epot + ekin)
+        # the printed range covers every step, the frames only every interval-th
+        span_printed = _printed(r"total energy range ([\d.]+) meV/atom", printed)
+        assert span_printed >= 1000.0 * spans[dt] / len(ethanol) - 1e-3
+        if dt == "0.5":
+            fluctuation = np.std(epot)
+            assert span_printed / 1000.0 * len(ethanol) < 1e-2 * fluctuation
+    assert fluctuation > 5e-3, "potential too flat for a meaningful NVE test"
+    assert spans["0.5"] < 1e-2 * fluctuation, (spans, fluctuation)
+    assert spans["5"] > 1e-2 * fluctuation, "a 10x time step should break conservation"
+    assert spans["5"] > 20 * spans["0.5"], spans  # second order: ~100x for 10x the step
+
+
+def _sparse_cluster() -> Atoms:
+    """12 atoms 3 Å apart: inside the 5 Å cutoff, but too far apart to collide in 300 fs.
+
+    The untrained potential binds nothing, so a molecule could fly apart or
+    atoms overlap at 300 K; this cluster stays a sane input throughout.
+    """
+    grid = np.array(list(itertools.product(range(3), range(2), range(2))), dtype=float)
+    atoms = Atoms("HCOHCOHCOHHH", positions=3.0 * grid)
+    atoms.rattle(0.1, seed=1)
+    return atoms
+
+
+def test_md_langevin_holds_the_target_temperature(potential, tmp_path, capsys):
+    """Mean T within 10 % of the target (≈ 7 standard errors of the mean, measured over
+    seeds) and canonical fluctuations, std(T)/T ≈ sqrt(2/dof) = 0.25, that NVE lacks.
+    Strong friction (0.5/fs) decorrelates T within ~1 fs, so 600 steps suffice."""
+    model = atomnet.save(potential, tmp_path / "model.atomnet")
+    start = tmp_path / "cluster.xyz"
+    atoms = _sparse_cluster()
+    ase.io.write(start, atoms)
+    out = tmp_path / "langevin.xyz"
+    assert main(["md", str(model), str(start), "--steps", "600", "--timestep", "0.5",
+                 "--friction", "0.5", "--temperature", "300", "--seed", "0",
+                 "--interval", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    frames = ase.io.read(out, ":")
+    assert len(frames) == 600 // 3 + 1
+    _, ekin = _energies(frames)
+    dof = 3 * len(atoms) - 3  # the centre of mass is fixed
+    temperature = 2.0 * ekin / (dof * units.kB)
+    assert temperature.mean() == pytest.approx(300.0, rel=0.1)
+    assert 0.15 < temperature.std() / temperature.mean() < 0.35
+    assert _printed(r"T = ([\d.]+) ±", printed) == pytest.approx(temperature.mean(), rel=0.05)
+    momenta = np.array([f.get_momenta().sum(0) for f in frames])
+    assert np.abs(momenta).max() < 1e-6, "centre of mass must stay at rest"  # extxyz: 8 decimals
 
 
 @pytest.mark.parametrize(
