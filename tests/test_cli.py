@@ -166,16 +166,25 @@ def test_md_langevin_holds_the_target_temperature(potential, tmp_path, capsys):
         (["evaluate", "{folder}/missing.atomnet", "{test}"], "model file not found"),
         (["evaluate", "{model}", "{folder}/missing.xyz"], "file not found"),
         (["evaluate", "{model}", "{folder}/nitrogen.xyz"], "element(s) N not known"),
+        (["evaluate", "{model}", "{folder}/unlabelled.xyz"], "no structure carries an energy"),
+        (["evaluate", "{model}", "{test}", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["evaluate", "{model}", "{test}", "--device", "gpu"], "'gpu' is not a torch device"),
         (["md", "{model}", "{test}", "--steps", "0"], "--steps must be >= 1"),
+        (["md", "{model}", "{test}", "--timestep", "0"], "--timestep must be positive"),
+        (["md", "{model}", "{test}", "--device", "gpu"], "'gpu' is not a torch device"),
+        (["md", "{model}", "{folder}/nitrogen.xyz"], "nitrogen.xyz, frame 0: element(s) N not"),
         (["train", "{folder}/missing.yaml"], "config file not found"),
         (["train", "{folder}/bad.yaml"], "training.epoch"),
     ],
 )
-def test_user_errors_print_one_line_and_exit_2(trained, capsys, argv, message):
+def test_user_errors_print_one_line_and_exit_2(trained, capsys, monkeypatch, tmp_path, argv,
+                                               message):
+    monkeypatch.chdir(tmp_path)  # md's default --out is ./traj.xyz
     folder = trained["folder"]
     ammonia = molecule("NH3")
     ammonia.calc = SinglePointCalculator(ammonia, energy=-1.0)
     ase.io.write(folder / "nitrogen.xyz", ammonia)
+    ase.io.write(folder / "unlabelled.xyz", molecule("CH3OH"))
     bad = yaml.safe_load((folder / "config.yaml").read_text())
     bad["training"]["epoch"] = 3
     (folder / "bad.yaml").write_text(yaml.safe_dump(bad))
@@ -184,7 +193,46 @@ def test_user_errors_print_one_line_and_exit_2(trained, capsys, argv, message):
     err = capsys.readouterr().err
     assert status == 2
     assert err.startswith("atomnet: error: ") and message in err
-    assert "Traceback" not in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_md_rejects_nan_positions_naming_file_and_frame(trained, tmp_path, capsys):
+    """Checked before anything runs (it used to fail as 'Eigenvalues did not converge')."""
+    good = molecule("CH3OH")
+    bad = good.copy()
+    bad.positions[2, 1] = np.nan
+    path = tmp_path / "start.xyz"
+    ase.io.write(path, [good, bad], format="extxyz")
+    out = tmp_path / "traj.xyz"
+    status = main(["md", str(trained["model"]), str(path), "--index", "1", "--steps", "2",
+                   "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err == f"atomnet: error: {path}, frame 1: positions contains NaN or inf\n"
+    assert not out.exists()
+
+
+def _bug(*args, **kwargs):
+    raise ValueError("internal bug")
+
+
+@pytest.mark.parametrize(
+    ("argv", "target"),
+    [
+        (["evaluate", "{model}", "{test}"], "atomnet.cli.evaluate.evaluate_set"),
+        (["md", "{model}", "{test}", "--steps", "2", "--out", "{folder}/t.xyz"],
+         "atomnet.cli.md.summary"),
+        (["train", "{folder}/config.yaml"], "atomnet.training.train"),
+    ],
+)
+def test_internal_errors_are_not_reported_as_user_errors(trained, monkeypatch, capsys,
+                                                         argv, target):
+    """A plain ValueError from inside atomnet is a bug: it keeps its traceback (no exit 2)."""
+    monkeypatch.setattr(target, _bug)
+    fields = {"folder": trained["folder"], "model": trained["model"], "test": trained["test"]}
+    with pytest.raises(ValueError, match="internal bug"):
+        main([a.format(**fields) for a in argv])
+    assert "atomnet: error" not in capsys.readouterr().err
 
 
 def test_command_runs_as_a_process(trained):
