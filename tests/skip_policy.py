@@ -78,6 +78,7 @@ class SkipPolicy:
         ]
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
+            reporter.write_line("")  # after the progress line
             reporter.write_sep("=", "disallowed skips", red=True, bold=True)
             for line in lines:
                 reporter.write_line(line, red=True)
