@@ -15,6 +15,7 @@ from ase.calculators.calculator import PropertyNotImplementedError, all_changes
 from .. import keys
 from ..derivatives import evaluate
 from ..dtypes import resolve_dtype
+from ..errors import UsageError
 from ..structures import to_device
 
 #: below this many atoms a CPU call runs on one intra-op thread (see ``threads``)
@@ -68,7 +69,7 @@ class Calculator(_ASECalculator):
     ):
         super().__init__(**kwargs)
         if threads is not None and threads < 1:
-            raise ValueError(f"threads must be a positive integer or None, got {threads}")
+            raise UsageError(f"threads must be a positive integer or None, got {threads}")
         self.threads = threads
         if isinstance(model, (str, os.PathLike)):
             from ..io import load
@@ -76,9 +77,12 @@ class Calculator(_ASECalculator):
             model = load(model)
         else:  # a private copy: casting or freezing must not touch the caller's module
             model = copy.deepcopy(model)
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as exc:  # a malformed name, e.g. "gpu"
+            raise UsageError(f"device {device!r} is not a torch device ({exc})") from exc
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+            raise UsageError(f"device {device!r} requested but CUDA is not available")
         self.dtype = resolve_dtype(dtype)
         self.potential = model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.potential.parameters():

@@ -6,9 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
 from ..dtypes import resolve_dtype
+from ..errors import UsageError
 from ..io import load
-from ..structures import get_label, read_structures
+from ..structures import StructureError, get_label, read_structures
 from ..training.data import build_graphs, labels_present, make_set
 from ..training.evaluation import evaluate_set
 from ..training.metrics import format_table
@@ -36,7 +39,7 @@ def evaluate_file(potential, path: Path, device, dtype, batch_size: int) -> dict
     frames = read_structures(path)
     idx = [k for k, atoms in enumerate(frames) if get_label(atoms, "energy") is not None]
     if not idx:
-        raise ValueError(f"{path}: no structure carries an energy label")
+        raise StructureError(f"{path}: no structure carries an energy label")
     if len(idx) < len(frames):
         print(f"note: {len(frames) - len(idx)} structure(s) without an energy label skipped")
     chosen = [frames[i] for i in idx]
@@ -49,10 +52,22 @@ def evaluate_file(potential, path: Path, device, dtype, batch_size: int) -> dict
     return metrics
 
 
+def _device(name: str) -> torch.device:
+    """``--device`` as a torch device; a malformed name or absent CUDA is a usage error."""
+    if name != "auto":
+        try:
+            device = torch.device(name)
+        except RuntimeError as exc:
+            raise UsageError(f"--device {name!r} is not a torch device ({exc})") from exc
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {name!r} requested but CUDA is not available")
+    return resolve_device(name)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
-        raise ValueError("--batch-size must be >= 1")
-    device = resolve_device(args.device)
+        raise UsageError("--batch-size must be >= 1")
+    device = _device(args.device)
     dtype = resolve_dtype(args.dtype)
     potential = load(args.model)
     path = Path(args.data)

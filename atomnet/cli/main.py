@@ -1,8 +1,10 @@
 """``atomnet`` entry point: parse arguments, run a subcommand, report user errors plainly.
 
-User errors (bad config, bad structure file, bad model file) print
-``atomnet: error: …`` and exit with status 2, without a traceback (``--debug``
-shows it). A diverging training run exits with status 1.
+User errors (:class:`~atomnet.errors.AtomnetError`: bad config, structure
+file, model file, checkpoint or option) print ``atomnet: error: …`` and exit
+with status 2, without a traceback (``--debug`` shows it). A diverging training
+run (:class:`~atomnet.training.TrainingError`) exits with status 1. Any other
+exception is a bug in atomnet and propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -11,15 +13,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..io.model_file import ModelFileError
-from ..structures import StructureError
-from ..training import CheckpointError, ConfigError, TrainingError
+from ..errors import AtomnetError
+from ..training import TrainingError
 from ..version import __version__
 from . import evaluate, md, train
 
-#: exceptions that describe a mistake in the user's input: message only, exit 2
-USER_ERRORS = (ConfigError, StructureError, ModelFileError, CheckpointError, FileNotFoundError,
-               ValueError)
 COMMANDS = (train, evaluate, md)
 
 
@@ -50,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         return _error(str(exc), 1)
-    except USER_ERRORS as exc:
+    except AtomnetError as exc:
         if args.debug:
             raise
         return _error(str(exc), 2)

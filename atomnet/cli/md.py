@@ -21,7 +21,8 @@ from ase.md.verlet import VelocityVerlet
 from tqdm import tqdm
 
 from ..calculators import Calculator
-from ..structures import read_structures
+from ..errors import UsageError
+from ..structures import check_elements, read_structures, validate_atoms
 
 
 def add_parser(sub) -> None:
@@ -46,11 +47,13 @@ def add_parser(sub) -> None:
 def _check(args: argparse.Namespace) -> None:
     for name in ("steps", "interval"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1")
+            raise UsageError(f"--{name} must be >= 1")
     if not args.timestep > 0:
-        raise ValueError("--timestep must be positive (fs)")
-    if args.temperature < 0:
-        raise ValueError("--temperature must be >= 0 K")
+        raise UsageError("--timestep must be positive (fs)")
+    if not args.temperature >= 0:
+        raise UsageError("--temperature must be >= 0 K")
+    if not args.friction >= 0:
+        raise UsageError("--friction must be >= 0 (1/fs)")
 
 
 def _integrator(atoms, args: argparse.Namespace, rng: np.random.Generator):
@@ -94,7 +97,10 @@ def summary(log: np.ndarray, n_atoms: int, thermostat: str) -> str:
 def run(args: argparse.Namespace) -> int:
     _check(args)
     atoms = read_structures(args.structure, index=str(args.index))[0]
+    # before anything touches the positions (velocities, rotation removal, the model)
+    validate_atoms(atoms, source=args.structure, index=args.index)
     atoms.calc = Calculator(args.model, device=args.device, dtype=args.dtype)
+    check_elements(atoms.numbers, atoms.calc.potential.elements, args.structure, args.index)
     rng = np.random.default_rng(args.seed)
     if hasattr(_velocities, "thermalize_momenta"):  # ASE >= 3.29
         _velocities.thermalize_momenta(atoms, args.temperature, rng=rng)
