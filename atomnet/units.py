@@ -8,6 +8,8 @@ calculators).
 
 from ase import units as _ase
 
+from .errors import UsageError
+
 ENERGY = "eV"
 LENGTH = "Å"
 CHARGE = "e"
@@ -47,7 +49,7 @@ def energy_factor(unit: str) -> float:
     try:
         return ENERGY_TO_EV[unit]
     except KeyError:
-        raise ValueError(
+        raise UsageError(
             f"unknown energy unit {unit!r}; known: {sorted(ENERGY_TO_EV)}"
         ) from None
 
@@ -57,7 +59,7 @@ def length_factor(unit: str) -> float:
     try:
         return LENGTH_TO_ANGSTROM[unit]
     except KeyError:
-        raise ValueError(
+        raise UsageError(
             f"unknown length unit {unit!r}; known: {sorted(LENGTH_TO_ANGSTROM)}"
         ) from None
 

@@ -175,6 +175,10 @@ def test_md_langevin_holds_the_target_temperature(potential, tmp_path, capsys):
         (["md", "{model}", "{folder}/nitrogen.xyz"], "nitrogen.xyz, frame 0: element(s) N not"),
         (["train", "{folder}/missing.yaml"], "config file not found"),
         (["train", "{folder}/bad.yaml"], "training.epoch"),
+        (["train", "{folder}/tiny.yaml"], "too small for valid_fraction"),
+        (["train", "{folder}/activation.yaml"], "activation must be a smooth one"),
+        (["train", "{folder}/cutoff_fn.yaml"], "cutoff_fn must be one of"),
+        (["train", "{folder}/e0s.yaml"], "data.e0s lacks element(s) ['O']"),
     ],
 )
 def test_user_errors_print_one_line_and_exit_2(trained, capsys, monkeypatch, tmp_path, argv,
@@ -188,6 +192,18 @@ def test_user_errors_print_one_line_and_exit_2(trained, capsys, monkeypatch, tmp
     bad = yaml.safe_load((folder / "config.yaml").read_text())
     bad["training"]["epoch"] = 3
     (folder / "bad.yaml").write_text(yaml.safe_dump(bad))
+    good = yaml.safe_load((folder / "config.yaml").read_text())
+    ase.io.write(folder / "two.xyz", methanol(2))
+    variants = {
+        "tiny": {"data": {**good["data"], "train": "two.xyz", "valid_fraction": 0.5,
+                          "test_fraction": 0.4}},
+        "activation": {"model": {**good["model"], "activation": "relu"}},
+        "cutoff_fn": {"model": {**good["model"], "cutoff_fn": "step"}},
+        "e0s": {"data": {**good["data"], "e0s": {"H": -13.6, "C": -1025.0}}},
+    }
+    for name, change in variants.items():
+        config = {**good, **change, "output": {"dir": f"out_{name}", "progress": False}}
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(config))
     fields = {"folder": folder, "model": trained["model"], "test": trained["test"]}
     status = main([a.format(**fields) for a in argv])
     err = capsys.readouterr().err

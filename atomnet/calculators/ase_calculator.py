@@ -144,7 +144,7 @@ class Calculator(_ASECalculator):
         """Exact Hessian d²E/dr² (3N, 3N) in eV/Å² (autograd, not finite differences)."""
         atoms = self.atoms if atoms is None else atoms
         if atoms is None:
-            raise ValueError("get_hessian needs atoms")
+            raise UsageError("get_hessian needs atoms")
         with _intra_op_threads(self._threads(atoms)):
             res = evaluate(self.potential, self._graph(atoms), forces=True, hessian=True)
         return res.hessian.cpu().double().numpy()

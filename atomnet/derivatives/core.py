@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 
 from .. import keys
+from ..errors import UsageError
 
 
 class Results(NamedTuple):
@@ -135,7 +136,7 @@ def output_jacobian(
     of ``chunk`` vector–Jacobian products (bounded memory).
     """
     if key not in getattr(potential, "outputs", (keys.ENERGY,)):
-        raise ValueError(
+        raise UsageError(
             f"{key!r} is not an output of this potential (outputs: {list(potential.outputs)})"
         )
     graph = dict(graph)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .. import keys
+from ..errors import UsageError
 from .cutoff import CUTOFFS
 
 
@@ -49,9 +50,9 @@ class SymmetryFunctions(nn.Module):
     ):
         super().__init__()
         if angular_cutoff > radial_cutoff:
-            raise ValueError("angular_cutoff must not exceed radial_cutoff")
+            raise UsageError("angular_cutoff must not exceed radial_cutoff")
         if cutoff_fn not in CUTOFFS:
-            raise ValueError(f"cutoff_fn must be one of {sorted(CUTOFFS)}, got {cutoff_fn!r}")
+            raise UsageError(f"cutoff_fn must be one of {sorted(CUTOFFS)}, got {cutoff_fn!r}")
         self.n_species = n_species
         self.radial_cutoff = float(radial_cutoff)
         self.angular_cutoff = float(angular_cutoff)

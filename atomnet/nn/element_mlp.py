@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 #: smooth activations only: second derivatives must exist for Hessians
 ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "celu": nn.CELU, "softplus": nn.Softplus}
 
@@ -41,7 +43,7 @@ class ElementMLP(nn.Module):
     def __init__(self, n_species: int, n_in: int, hidden: Sequence[int], activation: str):
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(
+            raise UsageError(
                 f"activation must be a smooth one of {sorted(ACTIVATIONS)}, got {activation!r}"
             )
         widths = [n_in, *hidden, 1]

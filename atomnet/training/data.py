@@ -27,6 +27,7 @@ from .. import keys
 from ..structures import StructureError, collate, get_label, read_structures, to_device
 from ..structures.graph import label_shape
 from ..units import Conversion
+from .config import ConfigError
 
 #: labels the trainer can fit, in loss order
 FIT_LABELS = ("energy", "forces", "stress")
@@ -139,7 +140,7 @@ def split_indices(
     n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
     n_valid = max(1, round(valid_fraction * n)) if valid_fraction > 0 else 0
     if n_test + n_valid >= n:
-        raise ValueError(
+        raise ConfigError(
             f"dataset of {n} structures is too small for valid_fraction={valid_fraction} "
             f"and test_fraction={test_fraction}"
         )

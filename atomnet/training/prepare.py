@@ -114,7 +114,7 @@ def prepare(config: Config) -> Prepared:
     seed_everything(config.training.seed)
     frames, split, sources = read_splits(config)
     if not frames["train"]:
-        raise ValueError(f"{config.data.train}: no training structures left after the split")
+        raise ConfigError(f"{config.data.train}: no training structures left after the split")
     potential = build_potential(config, elements_of(frames["train"]))
     fitted = labels_present(frames["train"])
     # labels are per structure (masked where absent); a set without any structure

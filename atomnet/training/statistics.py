@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import keys
 from ..structures import StructureError, get_label, read_structures
+from .config import ConfigError
 
 
 def read_isolated_atoms(
@@ -61,7 +62,7 @@ def fit_e0s(counts: np.ndarray, energies: np.ndarray, elements: Sequence[str]) -
     counts = np.asarray(counts, dtype=np.float64)
     energies = np.asarray(energies, dtype=np.float64)
     if counts.shape[0] == 0:
-        raise ValueError("cannot fit E0s without training structures")
+        raise ConfigError("cannot fit E0s without training structures")
     solution, _, rank, _ = np.linalg.lstsq(counts, energies, rcond=None)
     if rank < counts.shape[1]:
         warnings.warn(
@@ -90,7 +91,7 @@ def resolve_e0s(
     if isinstance(spec, Mapping):
         missing = [s for s in elements if s not in spec]
         if missing:
-            raise ValueError(f"data.e0s lacks element(s) {missing}")
+            raise ConfigError(f"data.e0s lacks element(s) {missing}")
         return {s: float(spec[s]) for s in elements}, "given in the config"
     counts = element_counts(graphs, len(elements))
     energies = np.array([float(g[keys.ref("energy")].sum()) for g in graphs])
