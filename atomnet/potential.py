@@ -150,21 +150,33 @@ class Potential(nn.Module):
         }
 
     @classmethod
-    def from_recipe(cls, recipe: Mapping[str, Any]) -> Potential:
-        """Rebuild a potential (untrained weights) from :meth:`recipe`'s output."""
+    def from_recipe(cls, recipe: Mapping[str, Any], where: str = "recipe") -> Potential:
+        """Rebuild a potential (untrained weights) from :meth:`recipe`'s output.
+
+        A part that cannot be built raises :class:`UsageError` naming it as a field of
+        ``where`` (e.g. ``'recipe.terms[1]' (type 'bpnn') cannot be built: …``).
+        """
         elements = list(recipe["elements"])
 
-        def parts(entries):
+        def parts(section: str) -> dict[str, nn.Module]:
             out = {}
-            for entry in entries:
+            for k, entry in enumerate(recipe.get(section, [])):
                 entry = dict(entry)
                 name = entry.pop("name")
                 if name in out:
-                    raise UsageError(f"two parts are named {name!r}")
-                out[name] = build_term(entry, elements)
+                    raise UsageError(f"'{where}.{section}' names two parts {name!r}")
+                try:
+                    out[name] = build_term(entry, elements)
+                except Exception as exc:  # UsageError, or whatever the type's __init__ raises
+                    raise UsageError(f"'{where}.{section}[{k}]' (type {entry.get('type')!r}) "
+                                     f"cannot be built: {exc}") from exc
             return out
 
-        return cls(parts(recipe["terms"]), elements, stages=parts(recipe.get("stages", [])))
+        terms, stages = parts("terms"), parts("stages")
+        try:
+            return cls(terms, elements, stages=stages)
+        except UsageError as exc:
+            raise UsageError(f"'{where}' does not make a potential: {exc}") from exc
 
     # --- evaluation -------------------------------------------------------
     def prepare(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

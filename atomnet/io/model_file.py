@@ -23,6 +23,7 @@ problem is a :class:`ModelFileError` naming the file and the field or tensor.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -155,33 +156,14 @@ def read_header(path: str | os.PathLike) -> dict:
 def _build(recipe: dict, path: Path, meta: bool):
     """The potential of ``recipe``; on the meta device (no memory) when ``meta``."""
     from ..potential import Potential
-    from ..terms import build_term
 
-    if not meta:
-        try:
-            return Potential.from_recipe(recipe)
-        except Exception as exc:
-            raise ModelFileError(f"{path}: the recorded model cannot be built ({exc})") from exc
-    elements = recipe["elements"]
-    groups = {}
-    with torch.device("meta"):
-        for section in ("stages", "terms"):
-            groups[section] = {}
-            for k, entry in enumerate(recipe[section]):
-                options = {key: v for key, v in entry.items() if key != "name"}
-                try:
-                    groups[section][entry["name"]] = build_term(options, elements)
-                except Exception as exc:  # UsageError, or whatever the type's __init__ raises
-                    raise ModelFileError(
-                        f"{path}: header field 'potential.{section}[{k}]' (type "
-                        f"{entry['type']!r}) cannot be built: {exc}"
-                    ) from exc
-        try:
-            return Potential(groups["terms"], elements, stages=groups["stages"])
-        except Exception as exc:
-            raise ModelFileError(
-                f"{path}: header field 'potential' does not make a potential: {exc}"
-            ) from exc
+    try:
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            return Potential.from_recipe(recipe, where="potential")
+    except UsageError as exc:
+        raise ModelFileError(f"{path}: header field {exc}") from exc
+    except Exception as exc:
+        raise ModelFileError(f"{path}: the recorded model cannot be built ({exc})") from exc
 
 
 def _check_rebuilt(potential, header: dict, path: Path) -> None:
