@@ -8,5 +8,6 @@ from .calculators import Calculator
 from .io import load, save
 from .potential import Potential
 from .version import __version__
+from .vibrations import vibrations
 
-__all__ = ["Calculator", "Potential", "__version__", "build", "load", "save"]
+__all__ = ["Calculator", "Potential", "__version__", "build", "load", "save", "vibrations"]

@@ -13,7 +13,7 @@ from ase.calculators.calculator import Calculator as _ASECalculator
 from ase.calculators.calculator import PropertyNotImplementedError, all_changes
 
 from .. import keys
-from ..derivatives import evaluate
+from ..derivatives import evaluate, hessian
 from ..dtypes import resolve_dtype
 from ..errors import UsageError
 from ..structures import to_device
@@ -140,11 +140,15 @@ class Calculator(_ASECalculator):
                 [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]]
             )
 
-    def get_hessian(self, atoms: Atoms | None = None) -> np.ndarray:
-        """Exact Hessian d²E/dr² (3N, 3N) in eV/Å² (autograd, not finite differences)."""
+    def get_hessian(self, atoms: Atoms | None = None, indices=None) -> np.ndarray:
+        """Exact Hessian d²E/dr² (3N, 3N) in eV/Å² (autograd, not finite differences).
+
+        ``indices``: a partial Hessian, the (3k, 3k) block over those atoms (sorted
+        ascending), as ``ase.vibrations.Vibrations(indices=...)`` would see it.
+        """
         atoms = self.atoms if atoms is None else atoms
         if atoms is None:
             raise UsageError("get_hessian needs atoms")
         with _intra_op_threads(self._threads(atoms)):
-            res = evaluate(self.potential, self._graph(atoms), forces=True, hessian=True)
-        return res.hessian.cpu().double().numpy()
+            h = hessian(self.potential, self._graph(atoms), indices=indices)
+        return h.cpu().double().numpy()

@@ -1,5 +1,5 @@
 """Forces, stress and Hessians: the only module that calls ``torch.autograd``."""
 
-from .core import Results, evaluate, hessian, output_jacobian
+from .core import HESSIAN_CHUNK, Results, evaluate, hessian, hessians, output_jacobian
 
-__all__ = ["Results", "evaluate", "hessian", "output_jacobian"]
+__all__ = ["HESSIAN_CHUNK", "Results", "evaluate", "hessian", "hessians", "output_jacobian"]

@@ -2,18 +2,26 @@
 
 Forces F = −∂E/∂r. Stress from a symmetric strain ε applied to positions *and*
 cell: σ = (1/V) ∂E/∂ε (ASE sign: positive under tension), virial W = −∂E/∂ε.
-Hessian H = ∂²E/∂r∂r, by vmap over vector–Jacobian products (one batched
-backward), with a row-by-row loop as fallback.
+Hessians H = ∂²E/∂r∂r, one per structure, from chunks of batched
+vector–Jacobian products of the gradient (bounded memory; see :func:`hessians`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 
 from .. import keys
 from ..errors import UsageError
+from ..nn.element_mlp import grouped_only
+
+#: Hessian rows per batched backward pass: measured fastest on CPU for 9–100 atoms
+#: (3BPA, float64: 0.23 s at 4, 0.15 s at 32, 0.26 s with all 81 rows at once)
+HESSIAN_CHUNK = 32
 
 
 class Results(NamedTuple):
@@ -25,7 +33,7 @@ class Results(NamedTuple):
     forces: torch.Tensor | None = None  # (N, 3) eV/Å
     stress: torch.Tensor | None = None  # (B, 3, 3) eV/Å³
     virial: torch.Tensor | None = None  # (B, 3, 3) eV
-    hessian: torch.Tensor | None = None  # (3N, 3N) eV/Å²
+    hessian: list[torch.Tensor] | None = None  # per structure (3n, 3n) eV/Å²
     charges: torch.Tensor | None = None  # (N,) e, when the potential declares charges
     dipole: torch.Tensor | None = None  # (B, 3) e·Å, Σ q_i r_i, with charges
     graph: dict | None = None  # the evaluated pipeline state
@@ -58,7 +66,8 @@ def evaluate(
         potential: maps a graph to a dict with ``energy`` (B,) in eV.
         graph: batch of structures (not modified).
         forces, stress, hessian: which derivatives to compute. Stress is defined
-            for 3-D periodic cells (volume > 0); other structures get zeros.
+            for 3-D periodic cells (volume > 0); other structures get zeros. The
+            Hessian is a list with one (3n, 3n) matrix per structure (see :func:`hessians`).
         create_graph: keep the graph of the derivatives (for force/stress losses).
     """
     graph = dict(graph)
@@ -66,7 +75,8 @@ def evaluate(
     positions = graph[keys.POSITIONS].detach().requires_grad_(forces or hessian or stress)
     graph[keys.POSITIONS] = positions
     displacement = _strain(graph, n_structures) if stress else None
-    out = potential(graph)
+    with grouped_only() if hessian else contextlib.nullcontext():
+        out = potential(graph)
     energy = out[keys.ENERGY]
     results = dict(energy=energy, atomic_energies=out[keys.ATOMIC_ENERGIES],
                    contributions=out[keys.CONTRIBUTIONS], graph=out,
@@ -74,16 +84,18 @@ def evaluate(
     if not (forces or stress or hessian):
         return Results(**results)
     inputs = [positions] + ([displacement] if stress else [])
-    grads = torch.autograd.grad(
-        energy.sum(), inputs, create_graph=create_graph or hessian,
-        materialize_grads=True,
-    )
+    with grouped_only() if hessian else contextlib.nullcontext():
+        grads = torch.autograd.grad(
+            energy.sum(), inputs, create_graph=create_graph or hessian,
+            materialize_grads=True,
+        )
     results["forces"] = -grads[0]
     if stress:
         results["virial"] = -grads[1]
         results["stress"] = _stress(grads[1], graph)
     if hessian:
-        results["hessian"] = _hessian_from_gradient(grads[0], positions)
+        rows = _Rows(graph, positions, grads[0], None, HESSIAN_CHUNK)
+        results["hessian"] = rows.blocks()
         if not create_graph:
             results["forces"] = results["forces"].detach()
     return Results(**results)
@@ -105,23 +117,121 @@ def _stress(de_deps: torch.Tensor, graph: dict) -> torch.Tensor:
     return torch.where(defined.view(-1, 1, 1), de_deps / safe, torch.zeros_like(de_deps))
 
 
-def _hessian_from_gradient(gradient: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """(3N, 3N) Hessian from the first derivative (built with ``create_graph``)."""
-    flat = gradient.reshape(-1)
-    n = flat.numel()
-    eye = torch.eye(n, dtype=flat.dtype, device=flat.device)
+class _Rows:
+    """Hessian rows of every structure in a batch, computed together.
+
+    Structures do not interact, so one backward pass with a unit vector on the
+    k-th selected coordinate of *every* structure gives the k-th Hessian row of
+    each of them: a batch costs 3·max(n) rows, not 3·Σn. Rows go in chunks of
+    ``chunk`` batched vector–Jacobian products (``is_grads_batched``), so peak
+    memory grows with ``chunk``, not with 3N.
+    """
+
+    def __init__(self, graph, positions, gradient, indices, chunk):
+        self.positions, self.gradient = positions, gradient
+        self.chunk = int(chunk)
+        if self.chunk < 1:
+            raise UsageError(f"chunk must be a positive number of rows, got {chunk}")
+        counts = graph[keys.N_ATOMS].tolist()
+        starts = [0]
+        for n in counts[:-1]:
+            starts.append(starts[-1] + n)
+        if indices is None:
+            self.selected = [torch.arange(s, s + n) for s, n in zip(starts, counts)]
+        else:
+            if len(counts) != 1:
+                raise UsageError("a partial Hessian (indices=...) takes one structure, "
+                                 f"got a batch of {len(counts)}")
+            self.selected = [_check_indices(indices, counts[0])]
+        self.device = positions.device
+
+    def blocks(self) -> list[torch.Tensor]:
+        n_rows = 3 * max(len(sel) for sel in self.selected)
+        flat = self.gradient.reshape(-1)
+        out = [flat.new_empty(3 * len(sel), 3 * len(sel)) for sel in self.selected]
+        coords = [torch.stack([3 * sel, 3 * sel + 1, 3 * sel + 2], 1).reshape(-1).to(self.device)
+                  for sel in self.selected]
+        for start in range(0, n_rows, self.chunk):
+            stop = min(start + self.chunk, n_rows)
+            seeds = flat.new_zeros(stop - start, flat.numel())
+            for c in coords:
+                k = torch.arange(start, min(stop, c.numel()), device=self.device)
+                seeds[k - start, c[k]] = 1.0
+            rows = self._vjp(flat, seeds)
+            for block, c in zip(out, coords):
+                m = min(stop, c.numel())
+                if m > start:
+                    block[start:m] = rows[: m - start][:, c]
+        for block in out:
+            if not torch.isfinite(block).all():
+                raise UsageError("the Hessian has non-finite entries (NaN or inf): check the "
+                                 "structure for overlapping atoms and the model for NaN weights")
+        return [block.detach() for block in out]
+
+    def _vjp(self, flat: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        try:
+            rows = torch.autograd.grad(flat, self.positions, grad_outputs=seeds,
+                                       is_grads_batched=True, retain_graph=True,
+                                       materialize_grads=True)[0]
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:  # an op without a batching rule: one row at a time
+            if "out of memory" in str(exc):
+                raise
+            warnings.warn(f"batched Hessian rows failed ({exc}); computing rows one by one",
+                          RuntimeWarning, stacklevel=4)
+            rows = torch.stack([
+                torch.autograd.grad(flat, self.positions, grad_outputs=v, retain_graph=True,
+                                    materialize_grads=True)[0]
+                for v in seeds
+            ])
+        return rows.reshape(seeds.shape[0], -1)
+
+
+def _check_indices(indices, n_atoms: int) -> torch.Tensor:
+    """Sorted unique atom indices as a tensor; raises for out-of-range or repeated ones."""
     try:
-        rows = torch.autograd.grad(
-            flat, positions, grad_outputs=eye, is_grads_batched=True,
-            retain_graph=True, materialize_grads=True,
-        )[0]
-    except RuntimeError:  # some ops have no batching rule: fall back to a loop
-        rows = torch.stack([
-            torch.autograd.grad(flat, positions, grad_outputs=eye[k], retain_graph=True,
-                                materialize_grads=True)[0]
-            for k in range(n)
-        ])
-    return rows.reshape(n, n).detach()
+        idx = torch.as_tensor(indices if torch.is_tensor(indices) else list(indices))
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"indices must be a list of atom indices, got {indices!r}") from exc
+    if idx.ndim != 1 or idx.numel() == 0 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
+        raise UsageError(f"indices must be a non-empty list of atom indices, got {indices!r}")
+    idx = idx.long()
+    if bool((idx < 0).any()) or bool((idx >= n_atoms).any()):
+        raise UsageError(f"indices {idx.tolist()} out of range for {n_atoms} atoms")
+    if torch.unique(idx).numel() != idx.numel():
+        raise UsageError(f"indices {idx.tolist()} contain repeats")
+    return torch.sort(idx).values
+
+
+def hessians(
+    potential: torch.nn.Module,
+    graph: dict[str, torch.Tensor],
+    *,
+    indices: Sequence[int] | None = None,
+    chunk: int = HESSIAN_CHUNK,
+) -> list[torch.Tensor]:
+    """One exact Hessian ∂²E/∂r∂r per structure of ``graph``, in eV/Å².
+
+    Args:
+        indices: atoms of a single structure whose Hessian block is wanted (a
+            partial Hessian, like ``ase.vibrations.Vibrations(indices=...)``): the
+            (3k, 3k) block over those atoms, in ascending atom order, with every
+            other atom held fixed. Costs 3k rows, not 3N.
+        chunk: rows per batched backward pass. Peak memory grows with it.
+
+    Returns (3n_b, 3n_b) per structure b (or (3k, 3k) with ``indices``), ordered
+    (atom, x/y/z). Periodic cells: the Γ-point Hessian (images move with their atom).
+    Raises :class:`UsageError` if an entry is not finite.
+    """
+    graph = dict(graph)
+    positions = graph[keys.POSITIONS].detach().requires_grad_(True)
+    graph[keys.POSITIONS] = positions
+    with grouped_only():
+        energy = potential(graph)[keys.ENERGY]
+        gradient = torch.autograd.grad(energy.sum(), positions, create_graph=True,
+                                       materialize_grads=True)[0]
+        return _Rows(graph, positions, gradient, indices, chunk).blocks()
 
 
 def output_jacobian(
@@ -157,6 +267,11 @@ def output_jacobian(
     return torch.cat(rows).reshape(*value.shape, *positions.shape).detach()
 
 
-def hessian(potential: torch.nn.Module, graph: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Hessian ∂²E/∂r∂r (3N, 3N) in eV/Å² of all atoms in ``graph``."""
-    return evaluate(potential, graph, forces=True, hessian=True).hessian
+def hessian(
+    potential: torch.nn.Module, graph: dict[str, torch.Tensor], *,
+    indices: Sequence[int] | None = None, chunk: int = HESSIAN_CHUNK,
+) -> torch.Tensor:
+    """Hessian (3n, 3n) in eV/Å² of the one structure in ``graph`` (see :func:`hessians`)."""
+    if graph[keys.N_ATOMS].shape[0] != 1:
+        raise UsageError("hessian() takes one structure; use hessians() for a batch")
+    return hessians(potential, graph, indices=indices, chunk=chunk)[0]

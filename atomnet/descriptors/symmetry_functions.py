@@ -105,11 +105,12 @@ class SymmetryFunctions(nn.Module):
         n = species.numel()
         e1, e2 = graph[self.fields.triplets]
         unit = graph[self.fields.vectors] / r.unsqueeze(-1)
-        cos = (unit[e1] * unit[e2]).sum(-1)
+        cos = (unit.index_select(0, e1) * unit.index_select(0, e2)).sum(-1)
         theta = torch.acos(0.95 * cos)
         angle = (1.0 + torch.cos(theta.unsqueeze(-1) - self.angle_shifts)) ** self.zeta
-        d = 0.5 * (r[e1] + r[e2]).unsqueeze(-1) - self.angular_shifts
-        weight = (2.0 ** (1.0 - self.zeta)) * fc[e1] * fc[e2]
+        d = 0.5 * (r.index_select(0, e1) + r.index_select(0, e2)).unsqueeze(-1) \
+            - self.angular_shifts
+        weight = (2.0 ** (1.0 - self.zeta)) * fc.index_select(0, e1) * fc.index_select(0, e2)
         radial = torch.exp(-self.eta_angular * d * d) * weight.unsqueeze(-1)
         terms = (radial.unsqueeze(-1) * angle.unsqueeze(-2)).flatten(1)
         index = i[e1] * self.n_pairs + self.pair_index[species[j[e1]], species[j[e2]]]

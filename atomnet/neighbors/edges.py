@@ -17,7 +17,9 @@ def edge_vectors(
     """
     i, j = graph[fields.index]
     pos = graph[keys.POSITIONS]
-    vec = pos[j] - pos[i]
+    # index_select, not [] indexing: its derivatives (index_add, index_select) batch
+    # well, which matters for batched Hessian rows
+    vec = pos.index_select(0, j) - pos.index_select(0, i)
     shifts = graph[fields.shifts]
     if shifts.numel() and bool(graph[keys.PBC].any()):  # molecules: all shifts are zero
         cell = graph[keys.CELL][graph[keys.BATCH][i]]  # (E, 3, 3)

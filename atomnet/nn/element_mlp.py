@@ -12,8 +12,10 @@ the same result:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -25,6 +27,25 @@ ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "celu": nn.CELU, "softplus": nn
 
 #: systems with more atoms than this use the grouped path
 PADDED_MAX_ATOMS = 256
+
+#: set by :func:`grouped_only` (the derivatives module, for batched Hessian rows)
+_GROUPED_ONLY = contextvars.ContextVar("atomnet_grouped_only", default=False)
+
+
+@contextlib.contextmanager
+def grouped_only() -> Iterator[None]:
+    """Use the grouped path for every system inside the block.
+
+    Batched vector–Jacobian products (``is_grads_batched``, i.e. vmap) have no
+    efficient rule for ``baddbmm`` with unbatched weights: they copy the weights
+    once per row. The grouped path's ``addmm`` folds the rows into one matmul.
+    Measured on 3BPA (27 atoms, float64): Hessian 0.30 s padded vs 0.10–0.15 s grouped.
+    """
+    token = _GROUPED_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _GROUPED_ONLY.reset(token)
 
 
 def _species_rank(species: torch.Tensor, n_species: int) -> tuple[torch.Tensor, int]:
@@ -57,7 +78,7 @@ class ElementMLP(nn.Module):
         self.n_species = n_species
 
     def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        if features.shape[0] <= PADDED_MAX_ATOMS:
+        if features.shape[0] <= PADDED_MAX_ATOMS and not _GROUPED_ONLY.get():
             return self.padded(features, species)
         return self.grouped(features, species)
 
@@ -65,14 +86,20 @@ class ElementMLP(nn.Module):
         """All elements at once with batched matmuls over a padded block."""
         with torch.no_grad():
             rank, max_count = _species_rank(species, self.n_species)
-        h = features.new_zeros(self.n_species, max_count, features.shape[1])
-        h = h.index_put((species, rank), features)
+            # gather (not index_put): its derivatives are index_select/index_add at
+            # every order, which batch well (vmap, batched Hessian rows)
+            slot = torch.full((self.n_species * max_count,), species.numel(),
+                              dtype=torch.long, device=species.device)
+            flat = species * max_count + rank
+            slot[flat] = torch.arange(species.numel(), device=species.device)
+        padded = torch.cat([features, features.new_zeros(1, features.shape[1])])
+        h = padded.index_select(0, slot).view(self.n_species, max_count, features.shape[1])
         last = len(self.weights) - 1
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = torch.baddbmm(b, h, w)
             if k < last:
                 h = self.activation(h)
-        return h[species, rank, 0]
+        return h.reshape(-1).index_select(0, flat)
 
     def grouped(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """A loop over elements, each on its own atoms only."""
