@@ -155,8 +155,9 @@ class _Rows:
             stop = min(start + self.chunk, n_rows)
             seeds = flat.new_zeros(stop - start, flat.numel())
             for c in coords:
-                k = torch.arange(start, min(stop, c.numel()), device=self.device)
-                seeds[k - start, c[k]] = 1.0
+                if start < c.numel():
+                    k = torch.arange(start, min(stop, c.numel()), device=self.device)
+                    seeds[k - start, c[k]] = 1.0
             rows = self._vjp(flat, seeds)
             for block, c in zip(out, coords):
                 m = min(stop, c.numel())

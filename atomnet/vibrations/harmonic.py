@@ -55,7 +55,9 @@ class VibrationalAnalysis:
         frequencies: (M,) cm⁻¹. **Imaginary modes are negative numbers** (−|ω|);
             ``imaginary`` flags them.
         modes: (M, n, 3) Cartesian displacement vectors, each of unit norm.
-        reduced_masses: (M,) amu. force_constants: (M,) eV/Å² (k = μω²).
+        reduced_masses: (M,) amu, 1/Σ x² for the Cartesian mode x of a unit
+            mass-weighted mode (Gaussian's convention; for a diatomic this is
+            M²μ/(m₁² + m₂²), not the textbook μ). force_constants: (M,) eV/Å², k = μω².
         ir_intensities: (M,) km/mol, or ``None`` when the model has no dipole
             (absent, not zero).
         projection: "rigid" (molecules), "translations" (periodic cells) or "none"
@@ -124,15 +126,22 @@ class VibrationalAnalysis:
         oscillator, ideal gas at pressure ``p`` in Pa); ``geometry`` is found from the
         number of projected motions unless given. Periodic cells and partial
         Hessians (adsorbates): ``HarmonicThermo`` (all modes vibrational, no
-        pressure). Imaginary modes are left out, with a warning.
+        pressure); imaginary modes are left out there, with a warning. A molecule
+        with imaginary modes is not at a minimum: :class:`UsageError`.
         """
         from ase.thermochemistry import HarmonicThermo, IdealGasThermo
 
         if T <= 0 or (p is not None and p <= 0):
             raise UsageError(f"temperature and pressure must be positive, got T={T}, p={p}")
         energies = self.energies
-        if self.imaginary.any():
-            warnings.warn(f"{int(self.imaginary.sum())} imaginary mode(s) left out of the "
+        n_imag = int(self.imaginary.sum())
+        if n_imag and self.projection == "rigid":
+            raise UsageError(
+                f"{n_imag} imaginary mode(s) ({np.round(self.frequencies[self.imaginary], 1)} "
+                "cm⁻¹): ideal-gas thermochemistry needs a minimum; relax first "
+                "(optimize=True), or check the model")
+        if n_imag:
+            warnings.warn(f"{n_imag} imaginary mode(s) left out of the harmonic "
                           "thermochemistry", VibrationWarning, stacklevel=2)
         real = energies[~self.imaginary]
         if self.projection == "rigid":
@@ -180,6 +189,8 @@ class VibrationalAnalysis:
 
 
 def _calculator(calc, device: str, dtype) -> Calculator:
+    if calc is None:
+        raise UsageError("vibrations needs a calculator: pass calc= or set atoms.calc")
     if isinstance(calc, Calculator):
         return calc
     if isinstance(calc, (Potential, str, os.PathLike)):
@@ -232,8 +243,6 @@ def vibrations(
     if not isinstance(atoms, Atoms):
         raise UsageError(f"vibrations needs an ase.Atoms, got {type(atoms).__name__}")
     calc = _calculator(calc if calc is not None else atoms.calc, device, dtype)
-    if calc is None:
-        raise UsageError("vibrations needs a calculator: pass calc= or set atoms.calc")
     atoms = atoms.copy()
     atoms.info = copy.deepcopy(atoms.info)
     if optimize:
