@@ -45,6 +45,30 @@ class StatisticsData(NamedTuple):
     batches: Callable[[], Iterator[dict[str, torch.Tensor]]]
 
 
+class LocalStructure(NamedTuple):
+    """How an energy term factorises over one pair list (see :meth:`Term.local_structure`).
+
+    E_i = ``readout(G)[i]`` with G (N, F) = ``assemble(edge_terms(v), triplet_terms(v1, v2))``,
+    linear in its two arguments, where every row of ``edge_terms`` depends only on its
+    own edge vector v_e (E, 3), every row of ``triplet_terms`` only on the two edge
+    vectors of its triplet, and E_i only on G_i. Edge e's terms land in column block
+    ``edge_blocks[e]`` of the first ``n_edge_blocks · edge_width`` columns of G_i (i its
+    center); triplet t's in block ``triplet_blocks[t]`` of the columns after them.
+    The derivatives module builds exact Hessians from these local pieces: a fixed
+    number of small derivative passes instead of 3N passes over the whole graph.
+    """
+
+    fields: Any  # keys.PairKeys of the pair list read
+    edge_terms: Callable[[torch.Tensor], torch.Tensor]  # (E, 3) → (E, edge_width)
+    triplet_terms: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # → (T, triplet_width)
+    edge_blocks: torch.Tensor  # (E,) int64
+    triplet_blocks: torch.Tensor  # (T,) int64
+    n_edge_blocks: int
+    n_triplet_blocks: int
+    assemble: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # → G (N, F)
+    readout: Callable[[torch.Tensor], torch.Tensor]  # G (N, F) → (N,) eV
+
+
 class Term(nn.Module):
     """Base class of stages and energy terms (see the module docstring).
 
@@ -73,6 +97,12 @@ class Term(nn.Module):
     def fit_statistics(self, data: StatisticsData) -> dict[str, float]:
         """Set normalisation buffers from training data; returns the scalars set (for logs)."""
         return {}
+
+    def local_structure(self, graph: dict[str, torch.Tensor]) -> LocalStructure | None:
+        """The term's factorisation over local pieces (:class:`LocalStructure`), for fast
+        exact Hessians; ``None`` (the default) when it has none: Hessians then take
+        3N derivative passes over the whole graph."""
+        return None
 
 
 def register(name: str):

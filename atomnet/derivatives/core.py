@@ -18,6 +18,8 @@ import torch
 from .. import keys
 from ..errors import UsageError
 from ..nn.element_mlp import grouped_only
+from ..potential import Potential
+from ..terms import Term
 
 #: Hessian rows per batched backward pass: measured fastest on CPU for 9–100 atoms
 #: (3BPA, float64: 0.23 s at 4, 0.15 s at 32, 0.26 s with all 81 rows at once)
@@ -205,12 +207,174 @@ def _check_indices(indices, n_atoms: int) -> torch.Tensor:
     return torch.sort(idx).values
 
 
+#: fields whose values move with the atoms: a part that reads none of them adds nothing
+#: to a Hessian
+_GEOMETRIC = {keys.POSITIONS, keys.CELL, keys.EDGE_VECTORS, keys.EDGE_LENGTHS}
+
+
+def _moves(part: torch.nn.Module) -> bool:
+    return any(keys.base_name(k) in _GEOMETRIC for k in part.reads)
+
+
+def _local_structures(potential: Potential, graph: dict[str, torch.Tensor]):
+    """The :class:`~atomnet.terms.LocalStructure` of every energy term that depends on
+    the positions, or None if some part (a stage, or a term without one) prevents it."""
+    if any(_moves(s) for s in potential.stages.values()):
+        return None
+    found = []
+    for term in potential.terms.values():
+        if not _moves(term):
+            continue
+        local = term.local_structure(graph) if isinstance(term, Term) else None
+        if local is None:
+            return None
+        found.append(local)
+    return found
+
+
+def _padded_slots(center: torch.Tensor, n_atoms: int):
+    """Slot of each edge among its center's edges: (slot (E,), table (N, K) of edge ids
+    with E for empty slots, K)."""
+    n_edges = center.numel()
+    counts = torch.bincount(center, minlength=n_atoms)
+    order = torch.argsort(center, stable=True)
+    first = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(center)
+    slot[order] = torch.arange(n_edges, device=center.device) - first[center[order]]
+    k = int(counts.max()) if n_edges else 0
+    table = torch.full((n_atoms, k), n_edges, dtype=torch.long, device=center.device)
+    table[center, slot] = torch.arange(n_edges, device=center.device)
+    return slot, table, k
+
+
+def _local_hessian(local, graph: dict[str, torch.Tensor], chunk: int) -> torch.Tensor:
+    """(3N, 3N) Hessian of one factorised term (see :class:`~atomnet.terms.LocalStructure`).
+
+    With G = Σ_edges φ_e(v_e) + Σ_triplets ψ_t(v_t1, v_t2) and E = Σ_i f_i(G_i):
+    ∂²E/∂v∂v = Jᵀ A J + Σ b·∂²G, where J = ∂G/∂v (per edge, forward mode), A_i = ∂²f_i/∂G_i²
+    (applied to J by batched products on the readout only), b = ∂E/∂G, and b·∂²G is a
+    3×3 block per edge and 6×6 per triplet. The edge-space blocks of each center are then
+    mapped to atoms (v_e = r_j − r_i + S·cell). Cost: a fixed number of local passes plus
+    3·(largest neighbour count) readout passes, instead of 3N passes over the graph.
+    """
+    from torch import func
+
+    f = local.fields
+    center, _ = graph[f.index]
+    neighbour = graph[f.index][1]
+    e1, e2 = graph[f.triplets]
+    v = graph[f.vectors].detach()
+    n = graph[keys.POSITIONS].shape[0]
+    n_edges = v.shape[0]
+    v1, v2 = v.index_select(0, e1), v.index_select(0, e2)
+
+    def edge_row(x):
+        return local.edge_terms(x.unsqueeze(0))[0]
+
+    def triplet_row(x1, x2):
+        return local.triplet_terms(x1.unsqueeze(0), x2.unsqueeze(0))[0]
+
+    with torch.enable_grad():
+        edge_feats = local.edge_terms(v)
+        triplet_feats = local.triplet_terms(v1, v2)
+        width_e, width_t = edge_feats.shape[1], triplet_feats.shape[1]
+        features = local.assemble(edge_feats, triplet_feats).detach().requires_grad_(True)
+        b = torch.autograd.grad(local.readout(features).sum(), features, create_graph=True)[0]
+    n_e, n_t = local.n_edge_blocks, local.n_triplet_blocks
+    f_edge = n_e * width_e
+    blocks_e, blocks_t = local.edge_blocks, local.triplet_blocks
+    bd = b.detach()
+    # b restricted to each edge's / triplet's own columns
+    b_edge = bd[:, :f_edge].reshape(n, n_e, width_e)[center, blocks_e]
+    b_trip = bd[:, f_edge:].reshape(n, n_t, width_t)[center[e1], blocks_t]
+
+    # J: ∂(local terms)/∂(their edge vectors), forward mode per row
+    jac_e = func.vmap(func.jacfwd(edge_row))(v)  # (E, We, 3)
+    jac_1, jac_2 = func.vmap(func.jacfwd(triplet_row, argnums=(0, 1)))(v1, v2)  # (T, Wt, 3)
+    # b·∂²G: per-edge 3×3 and per-triplet 6×6 curvature blocks
+    k_edge = func.vmap(func.hessian(lambda x, w: (w * edge_row(x)).sum()))(v, b_edge)
+    k_trip = func.vmap(func.hessian(
+        lambda x, w: (w * triplet_row(x[:3], x[3:])).sum()))(torch.cat([v1, v2], 1), b_trip)
+
+    # ∂G_center/∂v_e for every edge, in G's columns: (E + 1, F, 3), last row zero
+    rad = v.new_zeros(n_edges, n_e, width_e, 3)
+    rad[torch.arange(n_edges, device=v.device), blocks_e] = jac_e
+    ang = v.new_zeros(n_edges * n_t, width_t, 3)
+    ang.index_add_(0, e1 * n_t + blocks_t, jac_1)
+    ang.index_add_(0, e2 * n_t + blocks_t, jac_2)
+    jac = torch.cat([rad.reshape(n_edges, f_edge, 3), ang.reshape(n_edges, -1, 3)], 1)
+    jac = torch.cat([jac, jac.new_zeros(1, *jac.shape[1:])])
+
+    slot, table, k = _padded_slots(center, n)
+    jpad = jac[table]  # (N, K, F, 3)
+    # A_i J_i: directions (m, c) of every center at once; the readout is per atom
+    seeds = jpad.permute(1, 3, 0, 2).reshape(3 * k, n, -1)  # s = 3m + c
+    aj = []
+    for start in range(0, 3 * k, chunk):
+        aj.append(torch.autograd.grad(b, features, grad_outputs=seeds[start:start + chunk],
+                                      is_grads_batched=True, retain_graph=True)[0])
+    aj = torch.cat(aj) if aj else seeds
+    hv = torch.einsum("sif,imfc->ismc", aj, jpad).reshape(n, k, 3, k, 3)
+    hv = hv.permute(0, 1, 3, 2, 4).contiguous()  # (N, K, K, 3, 3)
+    flat = hv.view(-1, 3, 3)
+    flat.index_add_(0, (center * k + slot) * k + slot, k_edge)
+    s1, s2, ct = slot[e1], slot[e2], center[e1]
+    for a, sa in ((0, s1), (1, s2)):
+        for c, sc in ((0, s1), (1, s2)):
+            flat.index_add_(0, (ct * k + sa) * k + sc, k_trip[:, 3 * a:3 * a + 3, 3 * c:3 * c + 3])
+    # edge space → atoms: v_(i,m) = r_j(i,m) − r_i
+    rows = hv.sum(2)  # (N, K, 3, 3): Σ_m' H[m, m']
+    cols = hv.sum(1)  # (N, K, 3, 3): Σ_m H[m, m']
+    full = v.new_zeros(n, k + 1, k + 1, 3, 3)
+    full[:, :k, :k] = hv
+    full[:, :k, k] = -rows
+    full[:, k, :k] = -cols
+    full[:, k, k] = rows.sum(1)
+    atoms = torch.cat([torch.cat([neighbour, neighbour.new_tensor([n])])[table],
+                       torch.arange(n, device=v.device).unsqueeze(1)], 1)  # (N, K+1)
+    coord = (3 * atoms).unsqueeze(-1) + torch.arange(3, device=v.device)  # (N, K+1, 3)
+    size = 3 * (n + 1)
+    index = coord[:, :, None, :, None] * size + coord[:, None, :, None, :]
+    out = v.new_zeros(size * size)
+    out.index_add_(0, index.reshape(-1), full.reshape(-1))
+    return out.view(size, size)[:3 * n, :3 * n]
+
+
+def _hessians_local(potential, graph, locals_, indices, chunk) -> list[torch.Tensor]:
+    total = None
+    for local in locals_:
+        h = _local_hessian(local, graph, chunk)
+        total = h if total is None else total + h
+    n = graph[keys.POSITIONS].shape[0]
+    if total is None:
+        total = graph[keys.POSITIONS].new_zeros(3 * n, 3 * n)
+    counts = graph[keys.N_ATOMS].tolist()
+    if indices is not None:
+        if len(counts) != 1:
+            raise UsageError("a partial Hessian (indices=...) takes one structure, "
+                             f"got a batch of {len(counts)}")
+        sel = _check_indices(indices, n).to(total.device)
+        coords = torch.stack([3 * sel, 3 * sel + 1, 3 * sel + 2], 1).reshape(-1)
+        blocks = [total[coords][:, coords]]
+    else:
+        blocks, start = [], 0
+        for c in counts:
+            blocks.append(total[3 * start:3 * (start + c), 3 * start:3 * (start + c)])
+            start += c
+    for block in blocks:
+        if not torch.isfinite(block).all():
+            raise UsageError("the Hessian has non-finite entries (NaN or inf): check the "
+                             "structure for overlapping atoms and the model for NaN weights")
+    return [0.5 * (blk + blk.T) for blk in blocks]
+
+
 def hessians(
     potential: torch.nn.Module,
     graph: dict[str, torch.Tensor],
     *,
     indices: Sequence[int] | None = None,
     chunk: int = HESSIAN_CHUNK,
+    method: str = "auto",
 ) -> list[torch.Tensor]:
     """One exact Hessian ∂²E/∂r∂r per structure of ``graph``, in eV/Å².
 
@@ -220,11 +384,29 @@ def hessians(
             (3k, 3k) block over those atoms, in ascending atom order, with every
             other atom held fixed. Costs 3k rows, not 3N.
         chunk: rows per batched backward pass. Peak memory grows with it.
+        method: ``"local"`` assembles the Hessian from the local pieces of terms that
+            factorise (:class:`~atomnet.terms.LocalStructure`: the BP model; pair
+            terms), ``"rows"`` computes 3N rows by batched backward passes over the
+            whole graph (any potential), ``"auto"`` (default) takes ``local`` when every
+            position-dependent part factorises and no stage depends on positions.
 
     Returns (3n_b, 3n_b) per structure b (or (3k, 3k) with ``indices``), ordered
     (atom, x/y/z). Periodic cells: the Γ-point Hessian (images move with their atom).
     Raises :class:`UsageError` if an entry is not finite.
     """
+    if method not in ("auto", "local", "rows"):
+        raise UsageError(f"method must be 'auto', 'local' or 'rows', got {method!r}")
+    if method != "rows":
+        locals_ = None
+        if isinstance(potential, Potential):
+            with torch.no_grad():
+                prepared = potential.prepare(graph)
+            locals_ = _local_structures(potential, prepared)
+        if locals_ is not None:
+            return _hessians_local(potential, prepared, locals_, indices, chunk)
+        if method == "local":
+            raise UsageError("this potential has a part that does not factorise into local "
+                             "pieces (or a stage that depends on positions): use method='rows'")
     graph = dict(graph)
     positions = graph[keys.POSITIONS].detach().requires_grad_(True)
     graph[keys.POSITIONS] = positions
@@ -270,9 +452,9 @@ def output_jacobian(
 
 def hessian(
     potential: torch.nn.Module, graph: dict[str, torch.Tensor], *,
-    indices: Sequence[int] | None = None, chunk: int = HESSIAN_CHUNK,
+    indices: Sequence[int] | None = None, chunk: int = HESSIAN_CHUNK, method: str = "auto",
 ) -> torch.Tensor:
     """Hessian (3n, 3n) in eV/Å² of the one structure in ``graph`` (see :func:`hessians`)."""
     if graph[keys.N_ATOMS].shape[0] != 1:
         raise UsageError("hessian() takes one structure; use hessians() for a batch")
-    return hessians(potential, graph, indices=indices, chunk=chunk)[0]
+    return hessians(potential, graph, indices=indices, chunk=chunk, method=method)[0]

@@ -84,39 +84,82 @@ class SymmetryFunctions(nn.Module):
         self.n_angular_features = self.n_pairs * n_angular_radial * n_angle_sections
         self.n_features = self.n_radial_features + self.n_angular_features
 
+    def radial_terms(self, r: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
+        """(E, n_radial) Gaussians of each edge length times its cutoff value."""
+        d = r.unsqueeze(-1) - self.radial_shifts
+        return torch.exp(-self.eta_radial * d * d) * fc.unsqueeze(-1)
+
+    def radial_blocks(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(E,) the neighbour-element block of each edge's radial terms."""
+        return graph[keys.SPECIES][graph[self.fields.index][1]]
+
     def radial(self, graph: dict[str, torch.Tensor], fc: torch.Tensor) -> torch.Tensor:
         """(N, S·n_radial) radial features; ``fc`` (E,) radial cutoff values."""
-        i, j = graph[self.fields.index]
-        r = graph[self.fields.lengths]
-        species = graph[keys.SPECIES]
-        n = species.numel()
-        d = r.unsqueeze(-1) - self.radial_shifts
-        terms = torch.exp(-self.eta_radial * d * d) * fc.unsqueeze(-1)
+        terms = self.radial_terms(graph[self.fields.lengths], fc)
+        return self.scatter_radial(graph, terms)
+
+    def scatter_radial(self, graph: dict[str, torch.Tensor], terms: torch.Tensor) -> torch.Tensor:
+        i = graph[self.fields.index][0]
+        n = graph[keys.SPECIES].numel()
         out = terms.new_zeros(n * self.n_species, terms.shape[-1])
-        out = out.index_add(0, i * self.n_species + species[j], terms)
+        out = out.index_add(0, i * self.n_species + self.radial_blocks(graph), terms)
         return out.view(n, self.n_radial_features)
+
+    def angular_terms(self, unit1, unit2, r1, r2, fc1, fc2) -> torch.Tensor:
+        """(T, n_angular_radial · n_angle_sections) of triplets from their two edges'
+        unit vectors, lengths and angular cutoff values."""
+        cos = (unit1 * unit2).sum(-1)
+        theta = torch.acos(0.95 * cos)
+        angle = (1.0 + torch.cos(theta.unsqueeze(-1) - self.angle_shifts)) ** self.zeta
+        d = 0.5 * (r1 + r2).unsqueeze(-1) - self.angular_shifts
+        weight = (2.0 ** (1.0 - self.zeta)) * fc1 * fc2
+        radial = torch.exp(-self.eta_angular * d * d) * weight.unsqueeze(-1)
+        return (radial.unsqueeze(-1) * angle.unsqueeze(-2)).flatten(1)
+
+    def angular_blocks(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(T,) the neighbour-element-pair block of each triplet's angular terms."""
+        j = graph[self.fields.index][1]
+        e1, e2 = graph[self.fields.triplets]
+        species = graph[keys.SPECIES]
+        return self.pair_index[species[j[e1]], species[j[e2]]]
 
     def angular(self, graph: dict[str, torch.Tensor], fc: torch.Tensor) -> torch.Tensor:
         """(N, S(S+1)/2 · n_angular_radial · n_angle_sections) angular features;
         ``fc`` (E,) angular cutoff values."""
-        i, j = graph[self.fields.index]
         r = graph[self.fields.lengths]
-        species = graph[keys.SPECIES]
-        n = species.numel()
         e1, e2 = graph[self.fields.triplets]
         unit = graph[self.fields.vectors] / r.unsqueeze(-1)
-        cos = (unit.index_select(0, e1) * unit.index_select(0, e2)).sum(-1)
-        theta = torch.acos(0.95 * cos)
-        angle = (1.0 + torch.cos(theta.unsqueeze(-1) - self.angle_shifts)) ** self.zeta
-        d = 0.5 * (r.index_select(0, e1) + r.index_select(0, e2)).unsqueeze(-1) \
-            - self.angular_shifts
-        weight = (2.0 ** (1.0 - self.zeta)) * fc.index_select(0, e1) * fc.index_select(0, e2)
-        radial = torch.exp(-self.eta_angular * d * d) * weight.unsqueeze(-1)
-        terms = (radial.unsqueeze(-1) * angle.unsqueeze(-2)).flatten(1)
-        index = i[e1] * self.n_pairs + self.pair_index[species[j[e1]], species[j[e2]]]
+        terms = self.angular_terms(
+            unit.index_select(0, e1), unit.index_select(0, e2),
+            r.index_select(0, e1), r.index_select(0, e2),
+            fc.index_select(0, e1), fc.index_select(0, e2))
+        return self.scatter_angular(graph, terms)
+
+    def scatter_angular(self, graph: dict[str, torch.Tensor], terms: torch.Tensor) -> torch.Tensor:
+        i = graph[self.fields.index][0]
+        e1, _ = graph[self.fields.triplets]
+        n = graph[keys.SPECIES].numel()
+        index = i[e1] * self.n_pairs + self.angular_blocks(graph)
         out = terms.new_zeros(n * self.n_pairs, terms.shape[-1])
         out = out.index_add(0, index, terms)
         return out.view(n, self.n_angular_features)
+
+    def local_terms(self):
+        """(edge_terms(v), triplet_terms(v1, v2)): the features' local pieces as functions
+        of edge vectors only (the factorisation behind fast exact Hessians)."""
+
+        def edge_terms(v: torch.Tensor) -> torch.Tensor:
+            r = torch.linalg.vector_norm(v, dim=-1)
+            return self.radial_terms(r, self.cutoff_fn(r, self.radial_cutoff))
+
+        def triplet_terms(v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+            r1 = torch.linalg.vector_norm(v1, dim=-1)
+            r2 = torch.linalg.vector_norm(v2, dim=-1)
+            return self.angular_terms(
+                v1 / r1.unsqueeze(-1), v2 / r2.unsqueeze(-1), r1, r2,
+                self.cutoff_fn(r1, self.angular_cutoff), self.cutoff_fn(r2, self.angular_cutoff))
+
+        return edge_terms, triplet_terms
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         # both cutoffs in one pass over the edges: fewer small ops per call

@@ -9,7 +9,8 @@ import torch
 from .. import keys
 from ..descriptors import SymmetryFunctions
 from ..nn import ElementMLP
-from ..terms import StatisticsData, Term, register
+from ..nn.element_mlp import grouped_only
+from ..terms import LocalStructure, StatisticsData, Term, register
 from .statistics import feature_statistics, scale_shift
 
 
@@ -66,8 +67,32 @@ class BPNN(Term):
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-atom short-range energies (N,) in eV."""
-        x = (self.features(graph) - self.feature_mean) / self.feature_std
-        return self.scale * self.net(x, graph[keys.SPECIES]) + self.shift
+        return self.readout(self.features(graph), graph[keys.SPECIES])
+
+    def readout(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies (N,) eV from raw features (N, F)."""
+        x = (features - self.feature_mean) / self.feature_std
+        return self.scale * self.net(x, species) + self.shift
+
+    def local_structure(self, graph: dict[str, torch.Tensor]) -> LocalStructure:
+        """Radial terms per edge, angular terms per triplet, an MLP per atom."""
+        d = self.descriptor
+        edge_terms, triplet_terms = d.local_terms()
+        species = graph[keys.SPECIES]
+
+        def assemble(edge: torch.Tensor, triplet: torch.Tensor) -> torch.Tensor:
+            return torch.cat([d.scatter_radial(graph, edge), d.scatter_angular(graph, triplet)],
+                             dim=-1)
+
+        def readout(features: torch.Tensor) -> torch.Tensor:
+            with grouped_only():  # batched derivative passes: see grouped_only
+                return self.readout(features, species)
+
+        return LocalStructure(
+            fields=d.fields, edge_terms=edge_terms, triplet_terms=triplet_terms,
+            edge_blocks=d.radial_blocks(graph), triplet_blocks=d.angular_blocks(graph),
+            n_edge_blocks=d.n_species, n_triplet_blocks=d.n_pairs,
+            assemble=assemble, readout=readout)
 
     @torch.no_grad()
     def fit_statistics(self, data: StatisticsData) -> dict[str, float]:
