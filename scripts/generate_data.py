@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate the bundled example datasets in ``data/``.
 
-Produces three extended-XYZ files and a README:
+Produces four extended-XYZ files and a README:
 
 * ``methanol_dft.xyz`` -- CH3OH geometries sampled from GFN2-xTB Langevin MD
   (tblite) at 300/450/600 K, relabelled with PySCF PBE/def2-SVP (RKS):
@@ -10,10 +10,14 @@ Produces three extended-XYZ files and a README:
   (UKS, ground-state multiplicities), i.e. the E0 reference energies.
 * ``cu_emt.xyz`` -- strained / rattled / MD snapshots of a 32-atom fcc Cu
   cell labelled with ASE's EMT calculator (NOT DFT): energy, forces, stress.
+* ``methanol_frequencies.xyz`` -- CH3OH at its PBE/def2-SVP minimum (ASE BFGS on
+  PySCF analytic forces) with the analytic PySCF Hessian and PySCF's harmonic
+  frequencies (reference for vibrational analysis). Deterministic (no RNG).
 
 Units everywhere in the output: positions and cell in Angstrom, energy in eV,
 forces in eV/Angstrom, stress in eV/Angstrom^3 (ASE Voigt order
-xx, yy, zz, yz, xz, xy; ASE sign convention), dipole in e*Angstrom.
+xx, yy, zz, yz, xz, xy; ASE sign convention), dipole in e*Angstrom,
+Hessian in eV/Angstrom^2, frequencies in cm^-1, masses in amu.
 
 Everything is seeded, so a rerun with the same arguments and the same package
 versions reproduces the data (up to floating-point noise across BLAS builds).
@@ -24,6 +28,12 @@ Run heavy jobs single-threaded, e.g.::
 Quick smoke run into a scratch directory::
 
     python3 scripts/generate_data.py --n-methanol 6 --n-cu 6 --outdir /tmp/atomnet_data_smoke
+
+Only the frequency stage (rewrites ``methanol_frequencies.xyz`` and its README
+section and checksum line; the other files are left untouched)::
+
+    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python3 scripts/generate_data.py \
+        --only frequencies --outdir data
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,11 +51,13 @@ import ase.io
 import numpy as np
 from ase import Atoms, units
 from ase.build import bulk, molecule
+from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
+from ase.optimize import BFGS
 
 # --------------------------------------------------------------------------
 # Protocol constants (documented in data/README.md)
@@ -75,11 +88,19 @@ CU_MD_STRIDE_STEPS = 25
 
 MIN_DISTANCE_A = 0.7          # frames with a closer atom pair are rejected
 
+FREQ_FMAX = 1e-5              # BFGS convergence: max per-atom |F|, eV/Angstrom
+# Tighter SCF convergence for the frequency stage only (same functional, basis and
+# grid): at DFT_CONV_TOL with a restarted density the forces are only good to
+# ~1e-4 eV/Angstrom, which is the size of the BFGS convergence criterion.
+FREQ_SCF_CONV_TOL = 1e-11     # Hartree (orbital-gradient tolerance sqrt of this)
+FREQ_MAX_STEPS = 200          # BFGS step limit (error if not converged)
+
 FILES = {
     "methanol": "methanol_dft.xyz",
     "atoms": "methanol_isolated_atoms.xyz",
     "cu": "cu_emt.xyz",
 }
+FREQ_FILE = "methanol_frequencies.xyz"
 
 
 # --------------------------------------------------------------------------
@@ -90,19 +111,25 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def package_versions() -> dict[str, str]:
-    """Return the versions of python and the packages used for generation."""
+def package_versions(tblite: bool = True) -> dict[str, str]:
+    """Return the versions of python and the packages used for generation.
+
+    ``tblite=False`` leaves tblite out (it is only needed for the methanol MD
+    sampling, not for ``--only frequencies``).
+    """
     from importlib.metadata import version
 
     import pyscf
 
-    return {
+    versions = {
         "python": platform.python_version(),
         "numpy": np.__version__,
         "ase": ase.__version__,
         "pyscf": pyscf.__version__,
-        "tblite": version("tblite"),
     }
+    if tblite:
+        versions["tblite"] = version("tblite")
+    return versions
 
 
 def sha256sum(path: Path) -> str:
@@ -170,16 +197,17 @@ def pyscf_mol(atoms: Atoms, spin: int = 0):
     )
 
 
-def pbe_scf(atoms: Atoms, dm0=None):
+def pbe_scf(atoms: Atoms, dm0=None, conv_tol: float = DFT_CONV_TOL):
     """Run a converged PBE/def2-SVP RKS SCF; return the PySCF mean-field object.
 
     Energies in the returned object are in Hartree (PySCF atomic units).
+    ``conv_tol`` is the SCF energy convergence in Hartree.
     """
     from pyscf import dft
 
     mf = dft.RKS(pyscf_mol(atoms))
     mf.xc = DFT_XC
-    mf.conv_tol = DFT_CONV_TOL
+    mf.conv_tol = conv_tol
     mf.grids.level = DFT_GRID_LEVEL
     mf.kernel(dm0=dm0)
     if not mf.converged:
@@ -187,16 +215,17 @@ def pbe_scf(atoms: Atoms, dm0=None):
     return mf
 
 
-def pbe_label(atoms: Atoms, dm0=None):
+def pbe_label(atoms: Atoms, dm0=None, conv_tol: float = DFT_CONV_TOL):
     """PBE/def2-SVP RKS energy, analytic forces and dipole for a closed-shell molecule.
 
     Returns ``(energy_eV, forces_eV_per_A, dipole_e_A, density_matrix)``.
     Forces are -dE/dR including the DFT-grid response, converted from
     Hartree/Bohr to eV/Angstrom; the dipole (about the origin; origin-independent
     for neutral molecules) from e*Bohr to e*Angstrom. ``dm0`` (optional) is an
-    initial-guess density matrix, e.g. from the previous frame.
+    initial-guess density matrix, e.g. from the previous frame; ``conv_tol`` the
+    SCF energy convergence in Hartree.
     """
-    mf = pbe_scf(atoms, dm0)
+    mf = pbe_scf(atoms, dm0, conv_tol)
     e_ha = mf.e_tot
     grad = mf.nuc_grad_method()
     grad.grid_response = True
@@ -284,6 +313,112 @@ def build_isolated_atoms() -> list[Atoms]:
         log(f"isolated {symbol}: 2S+1={ATOM_SPIN[symbol] + 1}  <S^2>={s2:.4f}  "
             f"E={energy:.6f} eV")
     return frames
+
+
+# --------------------------------------------------------------------------
+# Methanol: PBE/def2-SVP minimum, analytic Hessian, harmonic frequencies
+# --------------------------------------------------------------------------
+class PBECalculator(Calculator):
+    """Minimal ASE calculator: PBE/def2-SVP RKS energy (eV) and forces (eV/A) via ``pbe_label``.
+
+    Each SCF starts from the previous call's density matrix and is converged
+    to ``conv_tol`` Hartree.
+    """
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, conv_tol: float = DFT_CONV_TOL):
+        super().__init__()
+        self.conv_tol = conv_tol
+        self.dm = None
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        energy, forces, _, self.dm = pbe_label(self.atoms, dm0=self.dm, conv_tol=self.conv_tol)
+        self.results = {"energy": energy, "forces": forces}
+
+
+def optimise_methanol() -> tuple[Atoms, dict]:
+    """BFGS-minimise ``molecule("CH3OH")`` at PBE/def2-SVP to ``FREQ_FMAX`` eV/A.
+
+    ASE ``BFGS`` with its default settings (maxstep 0.2 A, initial Hessian
+    70 eV/A^2) on the analytic forces (with grid response), SCF converged to
+    ``FREQ_SCF_CONV_TOL``. Returns the
+    optimised, labelled atoms (energy and residual forces at the final
+    geometry) and a dict with ``steps``, ``fmax``, ``time_s`` and the
+    calculator's final density matrix ``dm``.
+    """
+    atoms = molecule("CH3OH")
+    atoms.calc = PBECalculator(conv_tol=FREQ_SCF_CONV_TOL)
+    opt = BFGS(atoms, logfile=None)
+    t0 = time.perf_counter()
+    for _ in opt.irun(fmax=FREQ_FMAX, steps=FREQ_MAX_STEPS):
+        fmax = float(np.linalg.norm(atoms.get_forces(), axis=1).max())
+        log(f"frequencies: BFGS step {opt.nsteps:3d}  E={atoms.get_potential_energy():.8f} eV  "
+            f"fmax={fmax:.2e} eV/A")
+    if fmax >= FREQ_FMAX:
+        raise RuntimeError(f"BFGS did not reach fmax {FREQ_FMAX} in {FREQ_MAX_STEPS} steps")
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    info = {"steps": opt.nsteps, "fmax": fmax, "time_s": time.perf_counter() - t0,
+            "dm": atoms.calc.dm}
+    bare = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions)
+    return attach_labels(bare, energy=energy, forces=forces), info
+
+
+def rotation_angle_deg(p: np.ndarray, q: np.ndarray) -> float:
+    """Angle (degrees) of the best-fit (Kabsch) rotation taking positions ``p`` onto ``q``."""
+    p, q = p - p.mean(0), q - q.mean(0)
+    u, _, vt = np.linalg.svd(p.T @ q)
+    rot = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+    return float(np.degrees(np.arccos(np.clip((np.trace(rot) - 1.0) / 2.0, -1.0, 1.0))))
+
+
+def build_frequencies() -> tuple[Atoms, dict]:
+    """Optimised methanol with its analytic PBE/def2-SVP Hessian and harmonic frequencies.
+
+    The Hessian is PySCF's analytic RKS Hessian (``mf.Hessian().kernel()``,
+    fixed integration grid), converted Hartree/Bohr^2 -> eV/A^2 and stored
+    flattened as a 3N x 3N matrix, row-major over (atom, xyz). Frequencies
+    (cm^-1, ascending; imaginary ones as negative numbers) are
+    ``pyscf.hessian.thermo.harmonic_analysis`` with translations and rotations
+    projected out and PySCF's default masses (isotope-averaged standard atomic
+    weights, stored as ``frequency_masses`` in amu). Returns the frame and a
+    dict of diagnostics for the log and README.
+    """
+    from pyscf.hessian import thermo
+
+    start = molecule("CH3OH")
+    frame, opt = optimise_methanol()
+    log(f"frequencies: BFGS converged in {opt['steps']} steps, fmax {opt['fmax']:.2e} eV/A "
+        f"({opt['time_s']:.1f} s)")
+    t0 = time.perf_counter()
+    mf = pbe_scf(frame, dm0=opt["dm"], conv_tol=FREQ_SCF_CONV_TOL)
+    hess_au = mf.Hessian().kernel()                     # (atom, atom, xyz, xyz), Ha/Bohr^2
+    time_hess = time.perf_counter() - t0
+    natm = len(frame)
+    masses = np.asarray(mf.mol.atom_mass_list(isotope_avg=True), dtype=float)
+    vib = thermo.harmonic_analysis(mf.mol, hess_au, imaginary_freq=False, mass=masses)
+    freqs = np.sort(np.asarray(vib["freq_wavenumber"], dtype=float))
+    if len(freqs) != 3 * natm - 6:
+        raise RuntimeError(f"expected {3 * natm - 6} vibrational modes, got {len(freqs)}")
+    # translation/rotation residual of the unprojected Hessian (no grid response)
+    vib_all = thermo.harmonic_analysis(mf.mol, hess_au, exclude_trans=False,
+                                       exclude_rot=False, imaginary_freq=False, mass=masses)
+    tr_max = float(np.sort(np.abs(np.asarray(vib_all["freq_wavenumber"], dtype=float)))[5])
+    hess = (hess_au.transpose(0, 2, 1, 3).reshape(3 * natm, 3 * natm)
+            * units.Hartree / units.Bohr**2)
+    frame.info.update(config_type="pbe_minimum", method=DFT_LEVEL,
+                      frequencies_cm=freqs, frequency_masses=masses,
+                      hessian=hess.ravel())
+    diag = {"steps": opt["steps"], "fmax": opt["fmax"], "time_opt": opt["time_s"],
+            "time_hess": time_hess, "n_imag": int(vib["freq_error"]),
+            "asym": float(np.abs(hess - hess.T).max()), "tr_max": tr_max,
+            "rot_deg": rotation_angle_deg(start.positions, frame.positions)}
+    log(f"frequencies: Hessian + harmonic analysis {time_hess:.1f} s; "
+        f"{diag['n_imag']} imaginary; max |H - H^T| {diag['asym']:.1e} eV/A^2; "
+        f"unprojected T/R modes up to {tr_max:.1f} cm^-1")
+    log("frequencies (cm^-1): " + " ".join(f"{f:.2f}" for f in freqs))
+    return frame, diag
 
 
 # --------------------------------------------------------------------------
@@ -390,6 +525,14 @@ def write_and_verify(path: Path, frames: list[Atoms]) -> None:
     log(f"wrote {path} ({len(frames)} frames, {path.stat().st_size / 1024:.0f} KiB)")
 
 
+def write_frequencies(path: Path, frame: Atoms) -> None:
+    """Write the frequency frame and check that the info arrays read back exactly."""
+    write_and_verify(path, [frame])
+    back = ase.io.read(path)
+    for key in ("frequencies_cm", "frequency_masses", "hessian"):
+        assert np.array_equal(np.asarray(back.info[key]), frame.info[key]), key
+
+
 def energy_stats(frames: list[Atoms]) -> str:
     """One-line summary of energy per atom (eV/atom) and max force (eV/A)."""
     epa = np.array([f.get_potential_energy() / len(f) for f in frames])
@@ -494,6 +637,69 @@ quantum-mechanical data. Every frame has `config_type="emt"` and `method="EMT"`.
 ```
 """
 
+FREQ_README_TEMPLATE = """\
+## `{f_freq}` — methanol PBE/def2-SVP minimum, Hessian and harmonic frequencies (1 configuration)
+
+* **Level of theory**: same as `{f_methanol}` — RKS PBE/def2-SVP,
+  PySCF {pyscf}, `grids.level={grid_level}`, no density fitting, no
+  dispersion — except that the SCF is converged tighter, `conv_tol={freq_conv_tol:g}`
+  Hartree instead of {conv_tol:g} (orbital-gradient tolerance √conv_tol): at
+  {conv_tol:g} with a restarted density the analytic forces are only reproducible
+  to ~1e-4 eV/Å, the size of the convergence criterion below. This changes
+  energies by ≪ 1e-6 eV. Generated with python {python}, numpy {numpy},
+  ASE {ase}, PySCF {pyscf} (tblite not used). Deterministic (no random numbers).
+* **Geometry**: ASE `BFGS` (default settings: maxstep 0.2 Å, initial Hessian
+  70 eV/Å²) on the analytic PySCF forces (with grid response), started from
+  `ase.build.molecule("CH3OH")`, each SCF started from the previous step's
+  density. Converged to fmax ≤ {fmax_target:g} eV/Å (fmax = largest per-atom
+  force norm) in {steps} steps; final fmax **{fmax:.2e} eV/Å**.
+  Energy {energy:.6f} eV. `energy` and `forces` (the residual forces) are
+  stored as the usual calculator keys. PySCF's integration grid does not
+  rotate with the molecule, so the energy depends very slightly (µeV) on
+  orientation and the optimiser also turns the whole molecule a little
+  (here by {rot_deg:.2f}° relative to the start); bond lengths are affected
+  only at the ~1e-4 Å level.
+* **Hessian**: PySCF analytic RKS Hessian `mf.Hessian().kernel()` at the
+  optimised geometry. PySCF's DFT Hessian has no grid-response term (the
+  integration grid is held fixed), unlike the forces, so it is only
+  approximately translation/rotation-invariant: without projection its six
+  translation/rotation "modes" come out at up to {tr_max:.1f} cm⁻¹ (as
+  magnitudes). The harmonic analysis projects them out. Converted
+  Hartree/Bohr² → eV/Å². Largest asymmetry |H − Hᵀ| {asym:.1e} eV/Å²
+  (stored as computed, not symmetrised).
+* **Frequencies**: `pyscf.hessian.thermo.harmonic_analysis` (translations and
+  rotations projected out, 3N−6 = {n_modes} modes; {imag_text}), in cm⁻¹,
+  ascending:
+
+{freq_table}
+
+* **Masses**: PySCF's `mol.atom_mass_list(isotope_avg=True)`, i.e.
+  isotope-averaged standard atomic weights ({mass_text} amu), the same
+  values as ASE's default `atoms.get_masses()`. Stored per atom as
+  `frequency_masses`.
+* **Info keys** (all arrays are 1-D, written by ASE's extxyz writer as
+  space-separated full-precision floats in a quoted string and read back by
+  `ase.io.read` as `numpy` arrays, bit-identical):
+  `config_type="pbe_minimum"`, `method="PBE/def2-SVP"`,
+  `frequencies_cm` ({n_modes} floats, cm⁻¹; an imaginary mode would be stored
+  as a negative number), `frequency_masses` ({natm} floats, amu, atom order),
+  `hessian` ({n_hess} floats, eV/Å²: the {ndof}×{ndof} Cartesian Hessian
+  ∂²E/∂xᵢ∂xⱼ flattened row-major with index 3·atom + xyz, i.e.
+  `atoms.info["hessian"].reshape({ndof}, {ndof})`).
+* **Units**: positions Å, energy eV, forces eV/Å, Hessian eV/Å²,
+  frequencies cm⁻¹ (PySCF's own CODATA constants), masses amu.
+* **Cost**: optimisation {time_opt:.0f} s, SCF + Hessian + harmonic analysis
+  {time_hess:.0f} s on one CPU thread.
+* **Regenerate only this file** (also rewrites this section and its checksum
+  line; the other files are untouched):
+
+```
+OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python3 scripts/generate_data.py \\
+    --only frequencies --outdir data
+```
+
+"""
+
 
 def write_readme(outdir: Path, args: argparse.Namespace, versions: dict,
                  methanol: list[Atoms], atoms: list[Atoms], cu: list[Atoms],
@@ -533,8 +739,58 @@ def write_readme(outdir: Path, args: argparse.Namespace, versions: dict,
     log(f"wrote {outdir / 'README.md'}")
 
 
+def freq_section(versions: dict, frame: Atoms, diag: dict) -> str:
+    """README section (markdown) for ``FREQ_FILE``."""
+    freqs = frame.info["frequencies_cm"]
+    masses = frame.info["frequency_masses"]
+    symbols = frame.get_chemical_symbols()
+    ndof = 3 * len(frame)
+    rows = ["| mode | frequency / cm⁻¹ |", "|---|---|"]
+    rows += [f"| {i} | {f:.2f} |" for i, f in enumerate(freqs, start=1)]
+    mass_text = ", ".join(f"{s} {m:g}" for s, m in
+                          dict(zip(symbols, masses.tolist())).items())
+    n_imag = diag["n_imag"]
+    imag_text = ("no imaginary frequencies" if n_imag == 0
+                 else f"**{n_imag} imaginary**, stored as negative numbers")
+    return FREQ_README_TEMPLATE.format(
+        f_freq=FREQ_FILE, f_methanol=FILES["methanol"], conv_tol=DFT_CONV_TOL,
+        freq_conv_tol=FREQ_SCF_CONV_TOL,
+        grid_level=DFT_GRID_LEVEL, fmax_target=FREQ_FMAX, energy=frame.get_potential_energy(),
+        freq_table="\n".join(rows), mass_text=mass_text, imag_text=imag_text,
+        n_modes=len(freqs), natm=len(frame), ndof=ndof, n_hess=ndof * ndof,
+        **versions, **{k: v for k, v in diag.items() if k != "n_imag"},
+    )
+
+
+FREQ_SECTION_RE = re.compile(rf"^## `{re.escape(FREQ_FILE)}`.*?(?=^## )", re.M | re.S)
+
+
+def update_readme_frequencies(outdir: Path, section: str | None) -> None:
+    """Put the ``FREQ_FILE`` section and checksum line into an existing ``outdir/README.md``.
+
+    The section goes just before ``## Checksums`` (replacing an old one); the
+    checksum line of ``FREQ_FILE`` is replaced or appended if the file exists.
+    ``section=None`` leaves the section as it is.
+    """
+    readme = outdir / "README.md"
+    if not readme.exists():
+        log(f"no {readme}: run the full script once to create it; README not updated")
+        return
+    text = readme.read_text()
+    if section is not None:
+        text = FREQ_SECTION_RE.sub("", text)
+        text = text.replace("## Checksums", section + "## Checksums", 1)
+    if (outdir / FREQ_FILE).exists():
+        line = f"{sha256sum(outdir / FREQ_FILE)}  {FREQ_FILE}"
+        text = re.sub(rf"^[0-9a-f]{{64}}  {re.escape(FREQ_FILE)}\n", "", text, flags=re.M)
+        head, sep, tail = text.rpartition("\n```\n")    # closing fence of the checksums
+        text = head + "\n" + line + sep + tail
+    readme.write_text(text)
+    log(f"updated {readme} ({FREQ_FILE})")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    """Command-line options (counts, seed, output directory)."""
+    """Command-line options (counts, seed, output directory, stages)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n-methanol", type=int, default=300,
                    help="number of methanol DFT frames, split over 300/450/600 K")
@@ -542,13 +798,40 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=20240607, help="master random seed")
     p.add_argument("--outdir", type=Path,
                    default=Path(__file__).resolve().parent.parent / "data")
+    p.add_argument("--frequencies", action=argparse.BooleanOptionalAction, default=True,
+                   help=f"also write {FREQ_FILE} (PBE minimum, Hessian, harmonic "
+                        "frequencies; ~minutes)")
+    p.add_argument("--only", choices=["frequencies"],
+                   help="run only this stage; updates its README section and checksum "
+                        "in an existing README and leaves the other files untouched")
     return p.parse_args(argv)
+
+
+def old_freq_section(outdir: Path) -> str | None:
+    """The ``FREQ_FILE`` section of an existing ``outdir/README.md`` (None if absent)."""
+    readme = outdir / "README.md"
+    match = FREQ_SECTION_RE.search(readme.read_text()) if readme.exists() else None
+    return match.group(0) if match else None
+
+
+def run_frequencies(outdir: Path, versions: dict) -> str:
+    """Build and write ``FREQ_FILE``; return its README section."""
+    frame, diag = build_frequencies()
+    write_frequencies(outdir / FREQ_FILE, frame)
+    return freq_section(versions, frame, diag)
 
 
 def main(argv=None) -> None:
     """Generate all datasets and the README into ``--outdir``."""
     args = parse_args(argv)
     args.outdir.mkdir(parents=True, exist_ok=True)
+    if args.only == "frequencies":
+        versions = package_versions(tblite=False)
+        log("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+        t_start = time.perf_counter()
+        update_readme_frequencies(args.outdir, run_frequencies(args.outdir, versions))
+        log(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
+        return
     versions = package_versions()
     log("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     # independent streams so changing one count does not change the other set
@@ -569,7 +852,11 @@ def main(argv=None) -> None:
     fd = fd_force_check(methanol[0])
     log(f"finite-difference check (frame 0, O x, step 1e-3 A): FD {fd[0]:.6f} "
         f"analytic {fd[1]:.6f} |diff| {abs(fd[0] - fd[1]):.2e} eV/A")
+    # --no-frequencies keeps the section of an earlier run (its file is untouched)
+    section = (run_frequencies(args.outdir, versions) if args.frequencies
+               else old_freq_section(args.outdir))
     write_readme(args.outdir, args, versions, methanol, atoms, cu, timings, fd)
+    update_readme_frequencies(args.outdir, section)
     log(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
 
 
