@@ -48,10 +48,13 @@ class StatisticsData(NamedTuple):
 class LocalStructure(NamedTuple):
     """How an energy term factorises over one pair list (see :meth:`Term.local_structure`).
 
-    E_i = ``readout(G)[i]`` with G (N, F) = ``assemble(edge_terms(v), triplet_terms(v1, v2))``,
-    linear in its two arguments, where every row of ``edge_terms`` depends only on its
-    own edge vector v_e (E, 3), every row of ``triplet_terms`` only on the two edge
-    vectors of its triplet, and E_i only on G_i. Edge e's terms land in column block
+    E_i = ``head(lift(G, species), species)[i]`` with G (N, F) =
+    ``assemble(edge_terms(v), triplet_terms(v1, v2))``, linear in its two arguments,
+    where every row of ``edge_terms`` depends only on its own edge vector v_e (E, 3),
+    every row of ``triplet_terms`` only on the two edge vectors of its triplet, and
+    E_i only on G_i. ``lift`` is linear (no offset; e.g. the first layer of a network
+    without its bias, or the identity) and ``head`` the rest; both work row by row, on
+    any rows with their atoms' species. Edge e's terms land in column block
     ``edge_blocks[e]`` of the first ``n_edge_blocks · edge_width`` columns of G_i (i its
     center); triplet t's in block ``triplet_blocks[t]`` of the columns after them.
     The derivatives module builds exact Hessians from these local pieces: a fixed
@@ -66,7 +69,8 @@ class LocalStructure(NamedTuple):
     n_edge_blocks: int
     n_triplet_blocks: int
     assemble: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # → G (N, F)
-    readout: Callable[[torch.Tensor], torch.Tensor]  # G (N, F) → (N,) eV
+    lift: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # G, species → Z (linear)
+    head: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # Z, species → (N,) eV
 
 
 class Term(nn.Module):

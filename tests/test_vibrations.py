@@ -121,7 +121,8 @@ def test_partial_hessian_is_the_block_of_the_full_one(ethanol):
             hessian(pot, g, indices=bad)
 
 
-@pytest.mark.parametrize("case", ["molecule", "small cell", "batch", "fixed charges"])
+@pytest.mark.parametrize("case", ["molecule", "small cell", "batch", "fixed charges",
+                                  "one atom", "diatomic"])
 def test_local_hessian_equals_rows(case, ethanol):
     """The Hessian assembled from the BP model's local pieces equals 3N full backward
     passes (themselves checked against finite differences in test_physics)."""
@@ -129,6 +130,9 @@ def test_local_hessian_equals_rows(case, ethanol):
     pot = pot.double()
     if case == "small cell":  # 3.1 Å box, 5 Å cutoff: atoms see their own images
         graph = pot.graph(make_water_box(1), labels=False)
+    elif case in ("one atom", "diatomic"):  # no pairs; pairs but no angular triplets
+        graph = pot.graph(Atoms("O") if case == "one atom" else
+                          Atoms("OH", positions=[[0, 0, 0], [0.3, 0.2, 0.9]]), labels=False)
     elif case == "batch":
         water = molecule("H2O")
         water.rattle(0.03, seed=1)
@@ -204,6 +208,19 @@ def test_projection_removes_translations_and_rotations(name, n_rigid):
         assert np.abs(vib.rigid_frequencies).max() > 1.0
 
 
+def test_analysis_reproduces_pyscf_frequencies():
+    """Our mass weighting, projection and constants on PySCF's own DFT Hessian (bundled)
+    give PySCF's harmonic frequencies (an independent implementation)."""
+    from ase.io import read
+    from conftest import REPO
+
+    atoms = read(REPO / "data" / "methanol_frequencies.xyz")
+    n = len(atoms)
+    modes = harmonic_modes(np.asarray(atoms.info["hessian"]).reshape(3 * n, 3 * n),
+                           np.asarray(atoms.info["frequency_masses"]), atoms.positions)
+    np.testing.assert_allclose(modes.frequencies, atoms.info["frequencies_cm"], atol=0.05)
+
+
 # --- analytic diatomics ------------------------------------------------------------------
 
 
@@ -227,7 +244,7 @@ def test_diatomic_frequency_is_analytic(harmonic):
     assert vib.force_constants[0] == pytest.approx(
         2 * depth * width**2 * mu_g * units._amu / mu, rel=1e-9)
     t = vib.thermo(T=300.0, p=1e5)
-    assert t.model.geometry == "linear"
+    assert t.kind == "ideal_gas" and t.model.geometry == "linear"
     assert t.zpe == pytest.approx(0.5 * vib.energies[0], rel=1e-12)
     assert t.gibbs == pytest.approx(t.enthalpy - 300.0 * t.entropy, rel=1e-12)
 
@@ -313,6 +330,24 @@ def test_non_finite_model_is_a_clear_error(ethanol):
         vibrations(ethanol, None)
 
 
+def test_partial_optimisation_moves_only_the_chosen_atoms(ethanol):
+    vib = vibrations(ethanol, atomnet.Calculator(_bp()), optimize=True, indices=[3, 4],
+                     fmax=1e-4)
+    moved = np.linalg.norm(vib.atoms.positions - ethanol.positions, axis=1)
+    assert moved[[3, 4]].min() > 1e-4 and np.delete(moved, [3, 4]).max() == 0.0
+    assert vib.max_force < 1e-4 and not vib.atoms.constraints
+
+
+def test_slab_projects_translations():
+    slab = make_water_box(1)
+    slab.pbc = [True, True, False]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VibrationWarning)
+        vib = vibrations(slab, _bp(["H", "O"]))
+    assert vib.projection == "translations"
+    assert (np.abs(vib.all_frequencies()) < 1.0).sum() == 3
+
+
 def test_periodic_cell_gamma_modes():
     """A small cell (atoms see their own images): 3 translations projected, thermo harmonic."""
     box = make_water_box(1)
@@ -324,7 +359,8 @@ def test_periodic_cell_gamma_modes():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VibrationWarning)  # an untrained model: imaginary modes
         t = vib.thermo(T=300.0)
-    assert t.pressure is None and t.gibbs == pytest.approx(t.enthalpy - 300.0 * t.entropy)
+    assert t.kind == "harmonic" and t.pressure is None
+    assert t.gibbs == pytest.approx(t.enthalpy - 300.0 * t.entropy)
 
 
 def test_to_ase_has_the_same_hessian(relaxed):

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from ..errors import AtomnetError
 from ..training import TrainingError
 from ..version import __version__
-from . import evaluate, md, train
+from . import evaluate, md, train, vib
 
-COMMANDS = (train, evaluate, md)
+COMMANDS = (train, evaluate, md, vib)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,6 @@ import torch
 from .. import keys
 from ..descriptors import SymmetryFunctions
 from ..nn import ElementMLP
-from ..nn.element_mlp import grouped_only
 from ..terms import LocalStructure, StatisticsData, Term, register
 from .statistics import feature_statistics, scale_shift
 
@@ -78,21 +77,27 @@ class BPNN(Term):
         """Radial terms per edge, angular terms per triplet, an MLP per atom."""
         d = self.descriptor
         edge_terms, triplet_terms = d.local_terms()
-        species = graph[keys.SPECIES]
-
         def assemble(edge: torch.Tensor, triplet: torch.Tensor) -> torch.Tensor:
             return torch.cat([d.scatter_radial(graph, edge), d.scatter_angular(graph, triplet)],
                              dim=-1)
 
-        def readout(features: torch.Tensor) -> torch.Tensor:
-            with grouped_only():  # batched derivative passes: see grouped_only
-                return self.readout(features, species)
+        # (G − μ)/σ·W1 = lift(G) − offset: the network's first layer, split so that the
+        # Hessian's products with the network happen in its (narrower) hidden width
+        std = self.feature_std
+
+        def lift(features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+            return self.net.first_linear(features / std, species)
+
+        def head(z: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+            mean = (self.feature_mean / std).expand(z.shape[0], -1)
+            z = z - self.net.first_linear(mean, species)
+            return self.scale * self.net.after_first_linear(z, species) + self.shift
 
         return LocalStructure(
             fields=d.fields, edge_terms=edge_terms, triplet_terms=triplet_terms,
             edge_blocks=d.radial_blocks(graph), triplet_blocks=d.angular_blocks(graph),
             n_edge_blocks=d.n_species, n_triplet_blocks=d.n_pairs,
-            assemble=assemble, readout=readout)
+            assemble=assemble, lift=lift, head=head)
 
     @torch.no_grad()
     def fit_statistics(self, data: StatisticsData) -> dict[str, float]:

@@ -101,6 +101,33 @@ class ElementMLP(nn.Module):
                 h = self.activation(h)
         return h.reshape(-1).index_select(0, flat)
 
+    def first_linear(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """x·W1[Z] per row (N, hidden[0]): the first layer without its bias."""
+        out = features.new_zeros(features.shape[0], self.weights[0].shape[-1])
+        for s in range(self.n_species):
+            idx = torch.nonzero(species == s).squeeze(-1)
+            if idx.numel():
+                out = out.index_put((idx,), features[idx] @ self.weights[0][s])
+        return out
+
+    def after_first_linear(self, z: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """The rest of the network from ``first_linear``'s output: (N,) per row.
+        ``forward(x) == after_first_linear(first_linear(x))``."""
+        out = z.new_zeros(z.shape[0])
+        last = len(self.weights) - 1
+        for s in range(self.n_species):
+            idx = torch.nonzero(species == s).squeeze(-1)
+            if idx.numel() == 0:
+                continue
+            h = z[idx] + self.biases[0][s]
+            for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+                if k:
+                    h = torch.addmm(b[s], h, w[s])
+                if k < last:
+                    h = self.activation(h)
+            out = out.index_put((idx,), h.squeeze(-1))
+        return out
+
     def grouped(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """A loop over elements, each on its own atoms only."""
         out = features.new_zeros(features.shape[0])

@@ -35,6 +35,7 @@ class VibrationWarning(UserWarning):
 class Thermo:
     """Ideal-gas (or harmonic) thermochemistry at one temperature and pressure, in eV."""
 
+    kind: str  # "ideal_gas" (H, G) or "harmonic" (U in ``enthalpy``, F in ``gibbs``)
     temperature: float  # K
     pressure: float | None  # Pa (None: harmonic, no pressure dependence)
     zpe: float  # zero-point energy, eV
@@ -60,8 +61,8 @@ class VibrationalAnalysis:
             M²μ/(m₁² + m₂²), not the textbook μ). force_constants: (M,) eV/Å², k = μω².
         ir_intensities: (M,) km/mol, or ``None`` when the model has no dipole
             (absent, not zero).
-        projection: "rigid" (molecules), "translations" (periodic cells) or "none"
-            (partial Hessians).
+        projection: "rigid" (molecules), "translations" (periodic in any direction:
+            cells, slabs, wires) or "none" (partial Hessians).
         rigid_frequencies: frequencies (cm⁻¹) of the projected-out block of the
             *unprojected* Hessian: a diagnostic; large values mean the structure is far
             from a stationary point or the model breaks rotational invariance.
@@ -153,11 +154,11 @@ class VibrationalAnalysis:
                                    ignore_imag_modes=True)
             h = model.get_enthalpy(T, verbose=False)
             s = model.get_entropy(T, p, verbose=False)
-            return Thermo(T, p, model.get_ZPE_correction(), h, s, h - T * s, model)
+            return Thermo("ideal_gas", T, p, model.get_ZPE_correction(), h, s, h - T * s, model)
         model = HarmonicThermo(real, potentialenergy=self.energy, ignore_imag_modes=True)
         u = model.get_internal_energy(T, verbose=False)
         s = model.get_entropy(T, verbose=False)
-        return Thermo(T, None, model.get_ZPE_correction(), u, s, u - T * s, model)
+        return Thermo("harmonic", T, None, model.get_ZPE_correction(), u, s, u - T * s, model)
 
     def to_ase(self):
         """``ase.vibrations.VibrationsData`` of the same (unprojected) Hessian: mode
@@ -199,12 +200,18 @@ def _calculator(calc, device: str, dtype) -> Calculator:
                      f"got {type(calc).__name__}")
 
 
-def _optimise(atoms: Atoms, calc: Calculator, fmax: float, steps: int) -> None:
+def _optimise(atoms: Atoms, calc: Calculator, fmax: float, steps: int, moving) -> None:
+    from ase.constraints import FixAtoms
     from ase.optimize import BFGS
 
+    original = list(atoms.constraints)
+    if moving is not None:  # relax what moves; the clamped atoms stay where they are
+        fixed = np.setdiff1d(np.arange(len(atoms)), moving)
+        atoms.set_constraint([*original, FixAtoms(indices=fixed)])
     atoms.calc = calc
     opt = BFGS(atoms, logfile=None)
     converged = opt.run(fmax=fmax, steps=steps)
+    atoms.set_constraint(original)
     if not converged:
         warnings.warn(f"optimisation stopped after {steps} steps at max force "
                       f"{np.abs(atoms.get_forces()).max():.2e} eV/Å (asked {fmax:g})",
@@ -229,7 +236,8 @@ def vibrations(
         atoms: a molecule, or a periodic cell (Γ-point modes). Not modified.
         calc: an :class:`atomnet.Calculator`, a :class:`~atomnet.Potential` or a path
             to a ``.atomnet`` file (default: ``atoms.calc``).
-        optimize: first relax the geometry with ASE's BFGS to ``fmax`` (eV/Å).
+        optimize: first relax the geometry with ASE's BFGS to ``fmax`` (eV/Å); with
+            ``indices``, only those atoms move.
             Without it, a residual force above ``FMAX_WARN`` = 1e-3 eV/Å triggers a
             :class:`VibrationWarning` that names it.
         indices: atoms that move (a partial Hessian, e.g. an adsorbate on a fixed
@@ -245,8 +253,6 @@ def vibrations(
     calc = _calculator(calc if calc is not None else atoms.calc, device, dtype)
     atoms = atoms.copy()
     atoms.info = copy.deepcopy(atoms.info)
-    if optimize:
-        _optimise(atoms, calc, fmax, steps)
     if indices is not None:
         idx = np.asarray(indices).reshape(-1)
         if idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) \
@@ -256,6 +262,8 @@ def vibrations(
         idx = np.sort(idx)
     else:
         idx = np.arange(len(atoms))
+    if optimize:
+        _optimise(atoms, calc, fmax, steps, None if indices is None else idx)
     has_dipole = keys.DIPOLE in calc.potential.outputs
     if ir and not has_dipole:
         raise UsageError("IR intensities need a model with charges (a dipole output); "
@@ -263,7 +271,7 @@ def vibrations(
     ir = has_dipole if ir is None else ir
     atoms.calc = calc
     energy = float(atoms.get_potential_energy())
-    forces = atoms.get_forces()
+    forces = atoms.get_forces(apply_constraint=False)
     atoms.calc = None
     if not np.isfinite(forces).all() or not np.isfinite(energy):
         raise UsageError("the model gives a non-finite energy or forces for this structure")
@@ -271,15 +279,14 @@ def vibrations(
     if max_force > FMAX_WARN:
         warnings.warn(
             f"residual force {max_force:.2e} eV/Å > {FMAX_WARN:g}: not a stationary point, "
-            "so harmonic frequencies (and the projection of rotations) are approximate; "
-            "pass optimize=True (atomnet vib --optimize) to relax first",
+            "so the harmonic frequencies are approximate; relax first (optimize=True)",
             VibrationWarning, stacklevel=2)
     h = calc.get_hessian(atoms, indices=None if indices is None else idx)
     masses = atoms.get_masses()[idx]
     if indices is not None:
-        projection = "none"
+        projection = "none"  # the clamped atoms pin the rest: no zero modes
     elif atoms.pbc.any():
-        projection = "translations" if atoms.pbc.all() else "none"
+        projection = "translations"  # cells, slabs, wires: rigid shifts cost nothing
     else:
         projection = "rigid"
     modes = harmonic_modes(h, masses, atoms.positions[idx], projection)
