@@ -6,8 +6,11 @@ For each molecule, alternating rounds time
   * ``ase.vibrations.Vibrations(atoms, nfree=2, delta=0.01)`` with the same calculator:
     6N + 1 force calls (ASE's defaults) plus ``get_frequencies()``, its cache in a
     temporary folder;
-and prints the medians, their ratio, and the largest frequency difference above
-100 cm⁻¹. Molecules: ethanol (9 atoms), 3BPA (27 atoms, from ../shared/data when
+and prints the medians, the median of the per-round ratios, and the largest
+difference above 100 cm⁻¹ between ASE's frequencies and ours *without* projection
+(ASE does not project rotations, and these geometries are not minima of the
+untrained model, so only unprojected spectra compare like with like).
+Molecules: ethanol (9 atoms), 3BPA (27 atoms, from ../shared/data when
 present), and an n-alkane C33H68 (101 atoms) built here. The model is an untrained
 default BP model (cost does not depend on the weights), float64.
 
@@ -33,7 +36,7 @@ from ase.vibrations import Vibrations
 
 import atomnet
 from atomnet import derivatives
-from atomnet.vibrations import VibrationWarning
+from atomnet.vibrations import VibrationWarning, harmonic_modes
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "botnet"
 
@@ -76,7 +79,9 @@ def time_exact(atoms: Atoms, calc) -> tuple[float, np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VibrationWarning)
         vib = atomnet.vibrations(atoms, calc)
-    return time.perf_counter() - t0, vib.frequencies
+    elapsed = time.perf_counter() - t0
+    unprojected = harmonic_modes(vib.hessian, vib.masses, vib.atoms.positions, "none")
+    return elapsed, unprojected.frequencies
 
 
 def time_ase(atoms: Atoms, calc) -> tuple[float, np.ndarray]:
@@ -105,7 +110,7 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS')}, chunk {args.chunk}, float64")
     print(f"{'system':<16} {'exact s':>9} {'ASE FD s':>9} {'FD/exact':>9} "
-          f"{'max |Δf| >100 cm-1':>19}")
+          f"{'max |Δf| >100 cm-1, unprojected':>31}")
     for name, atoms in systems().items():
         time_exact(atoms, calc)  # warm-up
         exact, fd, ratios = [], [], []
@@ -115,12 +120,10 @@ def main() -> None:
             exact.append(te)
             fd.append(ta)
             ratios.append(ta / te)
-        n_rigid = 3 * len(atoms) - len(f_exact)
-        ref = f_ase[n_rigid:]
-        high = ref > 100
-        diff = np.abs(ref[high] - f_exact[high]).max()
+        high = f_ase > 100
+        diff = np.abs(f_ase[high] - f_exact[high]).max()
         print(f"{name:<16} {np.median(exact):9.3f} {np.median(fd):9.3f} "
-              f"{np.median(ratios):9.1f} {diff:19.3f}", flush=True)
+              f"{np.median(ratios):9.1f} {diff:31.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -84,13 +84,15 @@ class BPNN(Term):
         # (G − μ)/σ·W1 = lift(G) − offset: the network's first layer, split so that the
         # Hessian's products with the network happen in its (narrower) hidden width
         std = self.feature_std
+        elements = torch.arange(d.n_species, device=std.device)
+        offset = self.net.first_linear(  # μ/σ·W1 of each element
+            (self.feature_mean / std).expand(d.n_species, -1), elements)
 
         def lift(features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
             return self.net.first_linear(features / std, species)
 
         def head(z: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-            mean = (self.feature_mean / std).expand(z.shape[0], -1)
-            z = z - self.net.first_linear(mean, species)
+            z = z - offset[species]
             return self.scale * self.net.after_first_linear(z, species) + self.shift
 
         return LocalStructure(
