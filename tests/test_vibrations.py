@@ -149,6 +149,29 @@ def test_local_hessian_equals_rows(case, ethanol):
                                    rtol=0, atol=1e-11)
 
 
+def test_out_of_memory_is_not_swallowed(ethanol, monkeypatch):
+    """Only a missing batching rule falls back to one row at a time; OOM propagates."""
+    pot = _bp().double()
+    graph = pot.graph(ethanol, labels=False)
+    reference = hessian(pot, graph, method="rows")
+    real = torch.autograd.grad
+
+    def failing(error):
+        def grad(*args, **kwargs):
+            if kwargs.get("is_grads_batched"):
+                raise error
+            return real(*args, **kwargs)
+        return grad
+
+    monkeypatch.setattr(torch.autograd, "grad", failing(torch.OutOfMemoryError("CPU OOM")))
+    with pytest.raises(torch.OutOfMemoryError):
+        hessian(pot, graph, method="rows")
+    monkeypatch.setattr(torch.autograd, "grad", failing(RuntimeError("no batching rule")))
+    with pytest.warns(RuntimeWarning, match="one by one"):
+        fallback = hessian(pot, graph, method="rows")
+    torch.testing.assert_close(fallback, reference, rtol=0, atol=1e-12)
+
+
 def test_terms_without_local_structure_take_the_rows_path():
     pot = atomnet.Potential({"bond": Morse(["H", "Cl"])}, ["H", "Cl"]).double()
     graph = pot.graph(Atoms("HCl", positions=[[0, 0, 0], [0.4, 0.5, 1.1]]), labels=False)

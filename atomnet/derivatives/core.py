@@ -8,7 +8,6 @@ vector–Jacobian products of the gradient (bounded memory; see :func:`hessians`
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -72,13 +71,13 @@ def evaluate(
             Hessian is a list with one (3n, 3n) matrix per structure (see :func:`hessians`).
         create_graph: keep the graph of the derivatives (for force/stress losses).
     """
+    given = graph
     graph = dict(graph)
     n_structures = graph[keys.N_ATOMS].shape[0]
     positions = graph[keys.POSITIONS].detach().requires_grad_(forces or hessian or stress)
     graph[keys.POSITIONS] = positions
     displacement = _strain(graph, n_structures) if stress else None
-    with grouped_only() if hessian else contextlib.nullcontext():
-        out = potential(graph)
+    out = potential(graph)
     energy = out[keys.ENERGY]
     results = dict(energy=energy, atomic_energies=out[keys.ATOMIC_ENERGIES],
                    contributions=out[keys.CONTRIBUTIONS], graph=out,
@@ -86,20 +85,14 @@ def evaluate(
     if not (forces or stress or hessian):
         return Results(**results)
     inputs = [positions] + ([displacement] if stress else [])
-    with grouped_only() if hessian else contextlib.nullcontext():
-        grads = torch.autograd.grad(
-            energy.sum(), inputs, create_graph=create_graph or hessian,
-            materialize_grads=True,
-        )
+    grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph,
+                                materialize_grads=True)
     results["forces"] = -grads[0]
     if stress:
         results["virial"] = -grads[1]
         results["stress"] = _stress(grads[1], graph)
     if hessian:
-        rows = _Rows(graph, positions, grads[0], None, HESSIAN_CHUNK)
-        results["hessian"] = rows.blocks()
-        if not create_graph:
-            results["forces"] = results["forces"].detach()
+        results["hessian"] = hessians(potential, given)
     return Results(**results)
 
 
