@@ -24,7 +24,7 @@ STAGES = {
     "derivatives": 7,
     "io": 8,
     "calculators": 9,
-    "training": 10, "vibrations": 10,
+    "training": 10, "vibrations": 10, "lammps": 10,
     "cli": 11,
 }
 #: may import anything

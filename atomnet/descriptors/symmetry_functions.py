@@ -21,6 +21,31 @@ from ..errors import UsageError
 from .cutoff import CUTOFFS
 
 
+def gaussian_radial(r: torch.Tensor, fc: torch.Tensor, shifts: torch.Tensor,
+                    eta: float) -> torch.Tensor:
+    """(E, n) Gaussians exp(−η (r − R_s)²) of edge lengths r times their cutoff values fc.
+
+    Plain typed tensor code (TorchScript-compatible): the LAMMPS export uses it too.
+    """
+    d = r.unsqueeze(-1) - shifts
+    return torch.exp(-eta * d * d) * fc.unsqueeze(-1)
+
+
+def angular_products(unit1: torch.Tensor, unit2: torch.Tensor, r1: torch.Tensor,
+                     r2: torch.Tensor, fc1: torch.Tensor, fc2: torch.Tensor,
+                     angle_shifts: torch.Tensor, shifts: torch.Tensor, eta: float,
+                     zeta: float) -> torch.Tensor:
+    """(T, n_shifts · n_angles) ANI angular terms of triplets from their two edges' unit
+    vectors, lengths and angular cutoff values (TorchScript-compatible, as above)."""
+    cos = (unit1 * unit2).sum(-1)
+    theta = torch.acos(0.95 * cos)
+    angle = (1.0 + torch.cos(theta.unsqueeze(-1) - angle_shifts)) ** zeta
+    d = 0.5 * (r1 + r2).unsqueeze(-1) - shifts
+    weight = (2.0 ** (1.0 - zeta)) * fc1 * fc2
+    radial = torch.exp(-eta * d * d) * weight.unsqueeze(-1)
+    return (radial.unsqueeze(-1) * angle.unsqueeze(-2)).flatten(1)
+
+
 def _gaussian_width(n: int, start: float, stop: float) -> float:
     """η (Å⁻²) for n Gaussians spread from start to stop: σ ≈ 0.6 × spacing (ANI-like)."""
     spacing = (stop - start) / max(n - 1, 1)
@@ -86,8 +111,7 @@ class SymmetryFunctions(nn.Module):
 
     def radial_terms(self, r: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
         """(E, n_radial) Gaussians of each edge length times its cutoff value."""
-        d = r.unsqueeze(-1) - self.radial_shifts
-        return torch.exp(-self.eta_radial * d * d) * fc.unsqueeze(-1)
+        return gaussian_radial(r, fc, self.radial_shifts, self.eta_radial)
 
     def radial_blocks(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """(E,) the neighbour-element block of each edge's radial terms."""
@@ -108,13 +132,8 @@ class SymmetryFunctions(nn.Module):
     def angular_terms(self, unit1, unit2, r1, r2, fc1, fc2) -> torch.Tensor:
         """(T, n_angular_radial · n_angle_sections) of triplets from their two edges'
         unit vectors, lengths and angular cutoff values."""
-        cos = (unit1 * unit2).sum(-1)
-        theta = torch.acos(0.95 * cos)
-        angle = (1.0 + torch.cos(theta.unsqueeze(-1) - self.angle_shifts)) ** self.zeta
-        d = 0.5 * (r1 + r2).unsqueeze(-1) - self.angular_shifts
-        weight = (2.0 ** (1.0 - self.zeta)) * fc1 * fc2
-        radial = torch.exp(-self.eta_angular * d * d) * weight.unsqueeze(-1)
-        return (radial.unsqueeze(-1) * angle.unsqueeze(-2)).flatten(1)
+        return angular_products(unit1, unit2, r1, r2, fc1, fc2, self.angle_shifts,
+                                self.angular_shifts, self.eta_angular, self.zeta)
 
     def angular_blocks(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """(T,) the neighbour-element-pair block of each triplet's angular terms."""

@@ -1,0 +1,1 @@
+"""atomnet in LAMMPS: TorchScript export and the ``pair_style atomnet`` plugin."""
