@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from ..errors import AtomnetError
 from ..training import TrainingError
 from ..version import __version__
-from . import evaluate, export, md, train, vib
+from . import evaluate, export, lammps, md, train, vib
 
-COMMANDS = (train, evaluate, md, vib, export)
+COMMANDS = (train, evaluate, md, vib, export, lammps)
 
 
 def build_parser() -> argparse.ArgumentParser:
