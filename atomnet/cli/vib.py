@@ -19,10 +19,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from ..calculators import Calculator
 from ..errors import UsageError
+from ..io.atomic import write_atomically
 from ..structures import StructureError, check_elements, read_structures, validate_atoms
 from ..vibrations import VibrationalAnalysis, VibrationWarning, broadened_spectrum, vibrations
 
@@ -139,17 +139,6 @@ def plain_warnings() -> Iterator[None]:
         yield
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write through ``write(tmp)`` to a temporary file beside ``path``, then rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def animate(vib: VibrationalAnalysis, temperature: float = 300.0,
             frames: int = 20) -> list[Atoms]:
     """Frames of every mode about the analysed geometry, ``frames`` per mode (one period).
@@ -195,7 +184,7 @@ def thermo_summary(vib: VibrationalAnalysis, args: argparse.Namespace) -> dict:
     """Thermochemistry as a JSON-able dict (eV, eV/K, J/(mol K), K, Pa)."""
     th = vib.thermo(args.temperature, args.pressure, symmetrynumber=args.symmetry_number,
                     spin=args.spin)
-    ideal = th.pressure is not None
+    ideal = th.kind == "ideal_gas"
     s = float(th.entropy)
     out = {
         "model": "ideal_gas" if ideal else "harmonic",
@@ -311,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
     if args.optimize:
         relaxed = vib.atoms.copy()
         relaxed.calc = SinglePointCalculator(relaxed, energy=vib.energy)
-        written.append(write_atomic(out / "optimized.xyz", lambda p: ase.io.write(
+        written.append(write_atomically(out / "optimized.xyz", lambda p: ase.io.write(
             p, relaxed, format="extxyz")))
     lines = len(vib.frequencies) * args.frames * len(vib.atoms)
     if lines > MAX_ANIMATION_LINES:
@@ -319,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
               f"frames × {len(vib.atoms)} atoms is too large; pass fewer --frames",
               file=sys.stderr)
     elif args.frames:
-        written.append(write_atomic(out / "modes.xyz", lambda p: ase.io.write(
+        written.append(write_atomically(out / "modes.xyz", lambda p: ase.io.write(
             p, animate(vib, args.temperature, args.frames), format="extxyz")))
     header, rows = frequency_rows(vib)
 
@@ -329,12 +318,12 @@ def run(args: argparse.Namespace) -> int:
             writer.writerow(header)
             writer.writerows(rows)
 
-    written.append(write_atomic(out / "frequencies.csv", _csv))
+    written.append(write_atomically(out / "frequencies.csv", _csv))
     if thermo is not None:
-        written.append(write_atomic(out / "thermo.json", lambda p: p.write_text(
+        written.append(write_atomically(out / "thermo.json", lambda p: p.write_text(
             json.dumps(thermo, indent=2) + "\n")))
     if vib.ir_intensities is not None and (vib.frequencies > 0).any():
-        written.append(write_atomic(out / "ir_spectrum.png", lambda p: plot_ir(
+        written.append(write_atomically(out / "ir_spectrum.png", lambda p: plot_ir(
             vib, p, args.fwhm, f"IR spectrum: {source.name}")))
     stale = [out / name for name in ("optimized.xyz", "modes.xyz", "thermo.json",
                                      "ir_spectrum.png")

@@ -127,25 +127,14 @@ class _Rows:
         self.chunk = int(chunk)
         if self.chunk < 1:
             raise UsageError(f"chunk must be a positive number of rows, got {chunk}")
-        counts = graph[keys.N_ATOMS].tolist()
-        starts = [0]
-        for n in counts[:-1]:
-            starts.append(starts[-1] + n)
-        if indices is None:
-            self.selected = [torch.arange(s, s + n) for s, n in zip(starts, counts)]
-        else:
-            if len(counts) != 1:
-                raise UsageError("a partial Hessian (indices=...) takes one structure, "
-                                 f"got a batch of {len(counts)}")
-            self.selected = [_check_indices(indices, counts[0])]
+        self.coords = [c.to(positions.device) for c in _selected_coordinates(graph, indices)]
         self.device = positions.device
 
     def blocks(self) -> list[torch.Tensor]:
-        n_rows = 3 * max(len(sel) for sel in self.selected)
+        coords = self.coords
+        n_rows = max(c.numel() for c in coords)
         flat = self.gradient.reshape(-1)
-        out = [flat.new_empty(3 * len(sel), 3 * len(sel)) for sel in self.selected]
-        coords = [torch.stack([3 * sel, 3 * sel + 1, 3 * sel + 2], 1).reshape(-1).to(self.device)
-                  for sel in self.selected]
+        out = [flat.new_empty(c.numel(), c.numel()) for c in coords]
         for start in range(0, n_rows, self.chunk):
             stop = min(start + self.chunk, n_rows)
             seeds = flat.new_zeros(stop - start, flat.numel())
@@ -158,11 +147,7 @@ class _Rows:
                 m = min(stop, c.numel())
                 if m > start:
                     block[start:m] = rows[: m - start][:, c]
-        for block in out:
-            if not torch.isfinite(block).all():
-                raise UsageError("the Hessian has non-finite entries (NaN or inf): check the "
-                                 "structure for overlapping atoms and the model for NaN weights")
-        return [block.detach() for block in out]
+        return _finite([block.detach() for block in out])
 
     def _vjp(self, flat: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         try:
@@ -182,6 +167,29 @@ class _Rows:
                 for v in seeds
             ])
         return rows.reshape(seeds.shape[0], -1)
+
+
+def _selected_coordinates(graph: dict[str, torch.Tensor], indices) -> list[torch.Tensor]:
+    """Batch-global coordinate numbers (3k,) of the atoms whose Hessian block is wanted:
+    every atom of every structure, or ``indices`` of a single structure."""
+    counts = graph[keys.N_ATOMS].tolist()
+    if indices is None:
+        starts = [sum(counts[:b]) for b in range(len(counts))]
+        atoms = [torch.arange(s, s + n) for s, n in zip(starts, counts)]
+    elif len(counts) != 1:
+        raise UsageError("a partial Hessian (indices=...) takes one structure, "
+                         f"got a batch of {len(counts)}")
+    else:
+        atoms = [_check_indices(indices, counts[0])]
+    return [torch.stack([3 * a, 3 * a + 1, 3 * a + 2], 1).reshape(-1) for a in atoms]
+
+
+def _finite(blocks: list[torch.Tensor]) -> list[torch.Tensor]:
+    for block in blocks:
+        if not torch.isfinite(block).all():
+            raise UsageError("the Hessian has non-finite entries (NaN or inf): check the "
+                             "structure for overlapping atoms and the model for NaN weights")
+    return blocks
 
 
 def _check_indices(indices, n_atoms: int) -> torch.Tensor:
@@ -371,6 +379,7 @@ def _local_hessian(local, graph: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _hessians_local(graph, locals_, indices) -> list[torch.Tensor]:
+    coords = _selected_coordinates(graph, indices)  # checks indices before the work
     total = None
     for local in locals_:
         h = _local_hessian(local, graph)
@@ -378,23 +387,7 @@ def _hessians_local(graph, locals_, indices) -> list[torch.Tensor]:
     n = graph[keys.POSITIONS].shape[0]
     if total is None:
         total = graph[keys.POSITIONS].new_zeros(3 * n, 3 * n)
-    counts = graph[keys.N_ATOMS].tolist()
-    if indices is not None:
-        if len(counts) != 1:
-            raise UsageError("a partial Hessian (indices=...) takes one structure, "
-                             f"got a batch of {len(counts)}")
-        sel = _check_indices(indices, n).to(total.device)
-        coords = torch.stack([3 * sel, 3 * sel + 1, 3 * sel + 2], 1).reshape(-1)
-        blocks = [total[coords][:, coords]]
-    else:
-        blocks, start = [], 0
-        for c in counts:
-            blocks.append(total[3 * start:3 * (start + c), 3 * start:3 * (start + c)])
-            start += c
-    for block in blocks:
-        if not torch.isfinite(block).all():
-            raise UsageError("the Hessian has non-finite entries (NaN or inf): check the "
-                             "structure for overlapping atoms and the model for NaN weights")
+    blocks = _finite([total[c][:, c] for c in (c.to(total.device) for c in coords)])
     return [0.5 * (blk + blk.T) for blk in blocks]
 
 
@@ -412,7 +405,7 @@ def hessians(
         indices: atoms of a single structure whose Hessian block is wanted (a
             partial Hessian, like ``ase.vibrations.Vibrations(indices=...)``): the
             (3k, 3k) block over those atoms, in ascending atom order, with every
-            other atom held fixed. Costs 3k rows, not 3N.
+            other atom held fixed. By rows it costs 3k rows, not 3N.
         chunk: rows per batched backward pass. Peak memory grows with it.
         method: ``"local"`` assembles the Hessian from the local pieces of terms that
             factorise (:class:`~atomnet.terms.LocalStructure`: the BP model; pair

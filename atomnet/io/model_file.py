@@ -27,7 +27,6 @@ import contextlib
 import itertools
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +38,7 @@ from safetensors.torch import save_file
 from .. import units
 from ..errors import UsageError
 from ..version import __version__
+from .atomic import write_atomically
 from .header import (
     FORMAT,
     MAX_VALUES,
@@ -103,24 +103,8 @@ def _st_dtype(dtype: torch.dtype) -> str | None:
 
 
 def write_atomic(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
-    """Write a safetensors file atomically: a temporary file beside it, then a rename.
-
-    A crash mid-write leaves the previous file intact. The file gets the usual
-    permissions (0666 less the umask), not mkstemp's 0600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write a safetensors file atomically (see :func:`~atomnet.io.atomic.write_atomically`)."""
+    write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from torch import nn
 from ..descriptors.symmetry_functions import angular_products, gaussian_radial
 from ..dtypes import resolve_dtype
 from ..errors import UsageError
+from ..io.atomic import write_atomically
 from ..models.bpnn import BPNN
 from ..physics.reference import AtomicReference
 from ..potential import Potential
@@ -204,11 +205,7 @@ def export(potential, path: str | os.PathLike, dtype="float64") -> Path:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         scripted = torch.jit.script(module)
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        scripted.save(str(tmp))
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, lambda tmp: scripted.save(str(tmp)))
 
 
 def load_exported(path: str | os.PathLike):

@@ -77,6 +77,7 @@ class BPNN(Term):
         """Radial terms per edge, angular terms per triplet, an MLP per atom."""
         d = self.descriptor
         edge_terms, triplet_terms = d.local_terms()
+
         def assemble(edge: torch.Tensor, triplet: torch.Tensor) -> torch.Tensor:
             return torch.cat([d.scatter_radial(graph, edge), d.scatter_angular(graph, triplet)],
                              dim=-1)

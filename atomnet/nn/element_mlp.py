@@ -58,6 +58,14 @@ def _species_rank(species: torch.Tensor, n_species: int) -> tuple[torch.Tensor, 
     return rank, int(counts.max())
 
 
+def _by_element(species: torch.Tensor, n_species: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """(element, row indices) for every element present in ``species``."""
+    for s in range(n_species):
+        idx = torch.nonzero(species == s).squeeze(-1)
+        if idx.numel():
+            yield s, idx
+
+
 class ElementMLP(nn.Module):
     """Per-element networks: features (N, F), species (N,) → one scalar per atom (N,)."""
 
@@ -104,10 +112,8 @@ class ElementMLP(nn.Module):
     def first_linear(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """x·W1[Z] per row (N, hidden[0]): the first layer without its bias."""
         out = features.new_zeros(features.shape[0], self.weights[0].shape[-1])
-        for s in range(self.n_species):
-            idx = torch.nonzero(species == s).squeeze(-1)
-            if idx.numel():
-                out = out.index_put((idx,), features[idx] @ self.weights[0][s])
+        for s, idx in _by_element(species, self.n_species):
+            out = out.index_put((idx,), features[idx] @ self.weights[0][s])
         return out
 
     def after_first_linear(self, z: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
@@ -115,10 +121,7 @@ class ElementMLP(nn.Module):
         ``forward(x) == after_first_linear(first_linear(x))``."""
         out = z.new_zeros(z.shape[0])
         last = len(self.weights) - 1
-        for s in range(self.n_species):
-            idx = torch.nonzero(species == s).squeeze(-1)
-            if idx.numel() == 0:
-                continue
+        for s, idx in _by_element(species, self.n_species):
             h = z[idx] + self.biases[0][s]
             for k, (w, b) in enumerate(zip(self.weights, self.biases)):
                 if k:
@@ -132,10 +135,7 @@ class ElementMLP(nn.Module):
         """A loop over elements, each on its own atoms only."""
         out = features.new_zeros(features.shape[0])
         last = len(self.weights) - 1
-        for s in range(self.n_species):
-            idx = torch.nonzero(species == s).squeeze(-1)
-            if idx.numel() == 0:
-                continue
+        for s, idx in _by_element(species, self.n_species):
             h = features[idx]
             for k, (w, b) in enumerate(zip(self.weights, self.biases)):
                 h = torch.addmm(b[s], h, w[s])

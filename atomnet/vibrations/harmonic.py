@@ -213,8 +213,9 @@ def _optimise(atoms: Atoms, calc: Calculator, fmax: float, steps: int, moving) -
     converged = opt.run(fmax=fmax, steps=steps)
     atoms.set_constraint(original)
     if not converged:
+        fmax_now = np.linalg.norm(atoms.get_forces(), axis=1).max()
         warnings.warn(f"optimisation stopped after {steps} steps at max force "
-                      f"{np.abs(atoms.get_forces()).max():.2e} eV/Å (asked {fmax:g})",
+                      f"{fmax_now:.2e} eV/Å (asked {fmax:g})",
                       VibrationWarning, stacklevel=3)
 
 
