@@ -65,6 +65,9 @@ class DataConfig:
     not the standard ``energy``/``forces``/``stress``.
     ``energy_unit``/``length_unit``: units of the files (see the module docstring);
     everything is converted to eV and Å when read. ``e0s`` values are in eV.
+    ``streaming``: read structures from the files as batches are needed (graphs built
+    in ``workers`` DataLoader processes) instead of caching every graph in memory;
+    for data sets that do not fit (e.g. an ASE database, ``train: data.db``).
     """
 
     train: Path
@@ -79,6 +82,8 @@ class DataConfig:
     stress_key: str = "stress"
     energy_unit: str = "eV"
     length_unit: str = "Å"
+    streaming: bool = False
+    workers: int = 0
 
     def units(self) -> Conversion:
         """Factors from the files' units into eV and Å."""
@@ -91,11 +96,24 @@ class TrainingConfig:
 
     Loss = energy_weight·MSE(ΔE/N) [eV²/atom²] + forces_weight·MSE(ΔF) [eV²/Å²]
     + stress_weight·MSE(Δσ) [eV²/Å⁶]; terms without labels are left out.
-    ``scheduler``: ``cosine`` (to lr·min_lr_factor over ``epochs``), ``plateau``
+    ``scheduler``: ``cosine`` (to lr·min_lr_factor over the run), ``plateau``
     (halve the lr after ``scheduler_patience`` epochs without improvement) or ``none``.
+    The cosine schedule is a closed-form function of the run's progress: the fraction
+    of ``epochs`` done, or, when ``max_time_minutes`` is set, the larger of that and
+    the fraction of the time budget used, so that a run cut by the clock still ends
+    at the low learning rate. ``warmup_fraction``: linear warm-up over that fraction.
     ``patience``: stop after this many epochs without a better validation loss.
-    ``max_time_minutes``: wall-clock limit for one run (checked between epochs).
+    ``max_time_minutes``: wall-clock budget of one run (training and validation).
     ``dtype``: ``float32`` (fast) or ``float64``.
+    ``ema_decay``: keep an exponential moving average of the weights (e.g. 0.99–0.999,
+    per optimizer step); validation, the best model and the saved model use it.
+    ``stage_two``: an optional final stage, ``{start: 0.75, lr_factor: 0.1,
+    energy_weight: ..., forces_weight: ..., stress_weight: ...}``: from that fraction
+    of the run on, the learning rate is scaled by ``lr_factor`` and the loss weights
+    given replace the main ones (MACE's "stage two").
+    ``ensemble``: train a committee of this many models differing in seed (and so in
+    initial weights and batch order), on the same split (``split_seed``).
+    ``split_seed``: seed of the train/valid/test split (default: ``seed``).
     """
 
     epochs: int = 100
@@ -115,6 +133,11 @@ class TrainingConfig:
     valid_batch_size: int = 64
     max_time_minutes: float | None = None
     patience: int | None = None
+    warmup_fraction: float = 0.0
+    ema_decay: float | None = None
+    stage_two: dict[str, float] | None = None
+    ensemble: int = 1
+    split_seed: int | None = None
 
 
 @dataclass
@@ -279,8 +302,15 @@ _RANGES = (
     ("training", "grad_clip", lambda v: v is None or v > 0, "> 0 or null (no clipping)"),
     ("training", "patience", lambda v: v is None or v >= 1, ">= 1 or null (no early stop)"),
     ("training", "max_time_minutes", lambda v: v is None or v > 0, "> 0 or null (no limit)"),
+    ("training", "warmup_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("training", "ema_decay", lambda v: v is None or 0 < v < 1, "in (0, 1) or null (no EMA)"),
+    ("training", "ensemble", lambda v: v >= 1, ">= 1"),
+    ("data", "workers", lambda v: v >= 0, ">= 0"),
     ("output", "log_every", lambda v: v >= 1, ">= 1"),
 )
+
+#: keys of ``training.stage_two``
+STAGE_TWO_KEYS = ("start", "lr_factor", "energy_weight", "forces_weight", "stress_weight")
 
 
 def _check_ranges(cfg: Config, source: str) -> None:
@@ -290,6 +320,22 @@ def _check_ranges(cfg: Config, source: str) -> None:
         if not ok(value):
             raise ConfigError(f"{source}: {section}.{key} must be {what}, got {value!r}")
     t = cfg.training
+    if t.stage_two is not None:
+        unknown = sorted(set(t.stage_two) - set(STAGE_TWO_KEYS))
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) training.stage_two.{unknown[0]} "
+                              f"(allowed: {', '.join(STAGE_TWO_KEYS)})")
+        start = t.stage_two.get("start", 0.75)
+        if not 0 < start < 1:
+            raise ConfigError(f"{source}: training.stage_two.start must be in (0, 1), "
+                              f"got {start!r}")
+        factor = t.stage_two.get("lr_factor", 0.1)
+        if not 0 < factor <= 1:
+            raise ConfigError(f"{source}: training.stage_two.lr_factor must be in (0, 1], "
+                              f"got {factor!r}")
+        for key in ("energy_weight", "forces_weight", "stress_weight"):
+            if key in t.stage_two and not t.stage_two[key] >= 0:
+                raise ConfigError(f"{source}: training.stage_two.{key} must be >= 0")
     if t.energy_weight == t.forces_weight == t.stress_weight == 0:
         raise ConfigError(
             f"{source}: training.energy_weight, forces_weight and stress_weight are all 0"

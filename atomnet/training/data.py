@@ -61,6 +61,14 @@ class GraphSet:
     def n_atoms(self) -> int:
         return sum(int(g[keys.N_ATOMS].sum()) for g in self.graphs)
 
+    def iterate(
+        self, batches: list[list[int]]
+    ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """Yield (batch graph on the training device, residual energies (B,) float64)
+        for each list of structure indices in ``batches``."""
+        for idx in batches:
+            yield collate([self.graphs[i] for i in idx]), self.residuals[idx]
+
 
 def relabel(
     frames: Sequence[Atoms], names: dict[str, str], units: Conversion | None = None
@@ -205,5 +213,4 @@ def iterate(
     data: GraphSet, batches: list[list[int]]
 ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
     """Yield (batch graph, residual reference energies (B,) float64) per index batch."""
-    for idx in batches:
-        yield collate([data.graphs[i] for i in idx]), data.residuals[idx]
+    return data.iterate(batches)

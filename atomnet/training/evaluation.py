@@ -16,7 +16,7 @@ import torch
 from .. import keys
 from ..derivatives import evaluate
 from ..nn import sum_per_structure
-from .data import GraphSet, batch_order, iterate
+from .data import GraphSet, batch_order
 from .losses import LossWeights, Prediction, Reference, compute_loss
 from .metrics import ErrorAccumulator
 
@@ -82,7 +82,7 @@ def evaluate_set(
     """
     acc = ErrorAccumulator() if accumulator is None else accumulator
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
-    for graph, residuals in iterate(data, batch_order(len(data), batch_size)):
+    for graph, residuals in data.iterate(batch_order(len(data), batch_size)):
         pred = predict(potential, graph, data.labels, create_graph=False)
         ref = reference(graph, residuals, data.labels)
         loss = compute_loss(pred, ref, weights) if weights is not None else None

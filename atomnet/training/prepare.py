@@ -72,6 +72,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def split_seed(config: Config) -> int:
+    """Seed of the train/valid/test split: ``training.split_seed``, else ``training.seed``."""
+    t = config.training
+    return t.seed if t.split_seed is None else t.split_seed
+
+
 def _names(config: Config) -> dict[str, str]:
     d = config.data
     return {"energy": d.energy_key, "forces": d.forces_key, "stress": d.stress_key}
@@ -85,7 +91,7 @@ def read_splits(config: Config) -> tuple[dict[str, list[Atoms]], dict[str, list[
     valid_fraction = 0.0 if d.valid is not None else d.valid_fraction
     test_fraction = 0.0 if d.test is not None else d.test_fraction
     train_idx, valid_idx, test_idx = split_indices(
-        len(frames), valid_fraction, test_fraction, config.training.seed
+        len(frames), valid_fraction, test_fraction, split_seed(config)
     )
     split = {"train": train_idx, "valid": valid_idx, "test": test_idx}
     out = {name: [frames[i] for i in idx] for name, idx in split.items()}

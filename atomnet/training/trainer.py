@@ -28,7 +28,7 @@ from .. import io as model_io
 from .. import keys
 from .checkpoint import TrainState, restore_checkpoint, save_checkpoint
 from .config import Config, load_config
-from .data import batch_order, iterate
+from .data import batch_order
 from .evaluation import evaluate_set, predict, reference
 from .losses import LossWeights, check_finite, compute_loss
 from .metrics import ErrorAccumulator, format_table
@@ -134,7 +134,7 @@ def train_epoch(run: Run, epoch: int, bar: tqdm) -> dict[str, float]:
     acc = ErrorAccumulator()
     batches = batch_order(len(data), t.batch_size, seed=[t.seed, epoch])
     params = [p for p in run.potential.parameters() if p.requires_grad]
-    for b, (graph, residuals) in enumerate(iterate(data, batches)):
+    for b, (graph, residuals) in enumerate(data.iterate(batches)):
         pred = predict(run.potential, graph, data.labels, create_graph=True)
         ref = reference(graph, residuals, data.labels)
         loss = compute_loss(pred, ref, run.weights)
