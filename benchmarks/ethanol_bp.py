@@ -6,7 +6,16 @@ Trains on ``../shared/data/botnet/ethanol/train.xyz`` (E0s from
 a 1,536-atom periodic water box (see ``calculator_speed.py``).
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/ethanol_bp.py \\
-        [--config benchmarks/ethanol_bp.yaml] [--epochs N] [--hidden 128 64] [--out DIR]
+        [--config benchmarks/ethanol_bp.yaml] [--epochs N] [--hidden 128 64] [--out DIR] \\
+        [--minutes M] [--ema DECAY | --no-ema] [--stop-after M]
+
+``--minutes M`` sets ``training.max_time_minutes`` (the schedule then runs on the
+budget). ``--stop-after M`` instead keeps the schedule on ``epochs`` and stops the run
+between epochs once M minutes have passed: atomnet's behaviour before the budgeted
+schedule, for comparison. Data-parallel, on 2 processes::
+
+    OMP_WAIT_POLICY=PASSIVE torchrun --nproc_per_node=2 benchmarks/ethanol_bp.py \\
+        --config benchmarks/ethanol_budget.yaml
 
 Published reference (rMD17 ethanol, 1,000 training structures): ANI energy MAE
 2.5 meV, force MAE 13.4 meV/Å.
@@ -27,6 +36,28 @@ sys.path.insert(0, str(HERE))
 from calculator_speed import run_speed  # noqa: E402
 
 from atomnet.training import load_config, train  # noqa: E402
+from atomnet.training.trainer import finish, fit, setup  # noqa: E402
+
+
+class _Stop(Exception):
+    pass
+
+
+def train_stopped_after(config, minutes: float):
+    """Train with the schedule on ``epochs``, stopping between epochs after ``minutes``."""
+    run = setup(config)
+    start = time.monotonic()
+
+    def hook(epoch: int, entry: dict) -> None:
+        if time.monotonic() - start > 60.0 * minutes:
+            print(f"stopped after epoch {epoch} of {config.training.epochs} (time)")
+            raise _Stop
+
+    try:
+        fit(run, hook)
+    except _Stop:
+        pass
+    return finish(run)
 
 
 def main() -> None:
@@ -36,6 +67,12 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, nargs="+", help="override model.hidden")
     parser.add_argument("--out", help="override output.dir")
     parser.add_argument("--repeats", type=int, default=200, help="speed: calls per median")
+    parser.add_argument("--minutes", type=float, help="training.max_time_minutes (budget)")
+    parser.add_argument("--stop-after", type=float,
+                        help="stop between epochs after this many minutes, schedule on epochs")
+    parser.add_argument("--ema", type=float, help="training.ema_decay")
+    parser.add_argument("--no-ema", action="store_true", help="training.ema_decay: null")
+    parser.add_argument("--no-speed", action="store_true", help="skip the call-speed part")
     args = parser.parse_args()
     config = load_config(args.config)
     if args.epochs:
@@ -44,10 +81,23 @@ def main() -> None:
         config.model["hidden"] = args.hidden
     if args.out:
         config.output.dir = Path(args.out).resolve()
-    print(f"threads {torch.get_num_threads()}; model {config.model}; "
-          f"epochs {config.training.epochs}, batch {config.training.batch_size}")
+    if args.minutes:
+        config.training.max_time_minutes = args.minutes
+    if args.ema:
+        config.training.ema_decay = args.ema
+    if args.no_ema:
+        config.training.ema_decay = None
+    t = config.training
+    print(f"threads {torch.get_num_threads()}; model {config.model}; epochs {t.epochs}, "
+          f"batch {t.batch_size}, budget {t.max_time_minutes} min, stop after "
+          f"{args.stop_after} min, EMA {t.ema_decay}")
     wall, cpu = time.perf_counter(), time.process_time()
-    result = train(config)
+    if args.stop_after:
+        result = train_stopped_after(config, args.stop_after)
+    else:
+        result = train(config)
+    if result is None:  # a rank other than 0 of a torchrun run
+        return
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     test = result.metrics.get("test", {})
     print(f"\ntraining + evaluation: {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU")
@@ -58,7 +108,9 @@ def main() -> None:
                 "meV/atom" if key.endswith("per_atom") else "meV")
             print(f"  {key:<22} {test[key]:8.2f} {unit}")
     print("  published ANI: energy MAE 2.5 meV, forces MAE 13.4 meV/Å")
-    run_speed(str(result.model_path), args.repeats)
+    print(f"epochs run {result.state.epoch}, best epoch {result.state.best_epoch}")
+    if not args.no_speed:
+        run_speed(str(result.model_path), args.repeats)
 
 
 if __name__ == "__main__":

@@ -308,7 +308,9 @@ def test_checkpoint_is_safetensors_with_json_header(dataset, config_dir):
     raw = (config_dir / "out" / "checkpoint.atomnet").read_bytes()
     (size,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8:8 + size])  # safetensors: JSON header, then raw tensor bytes
-    assert not raw.startswith(b"\x80") and b"PK\x03\x04" not in raw[:8]
+    # not a pickle (0x80, protocol 2-5) nor a zip (torch.save): 8-byte length, then JSON
+    assert not (raw[0] == 0x80 and 2 <= raw[1] <= 5) and b"PK\x03\x04" not in raw[:8]
+    assert raw[8:9] == b"{"
     tensors = {k for k in header if k != "__metadata__"}
     assert any(k.startswith("optimizer.") and k.endswith("exp_avg_sq") for k in tensors)
     assert any(k.startswith("best.") for k in tensors) and "rng.torch" in tensors
@@ -350,11 +352,11 @@ def test_stress_labels_are_fitted(tmp_path):
     assert "train_stress_mae" in run.state.history[0]
 
 
-def test_time_limit_stops_between_epochs(dataset, config_dir, capsys):
+def test_time_budget_stops_within_the_first_epoch(dataset, config_dir, capsys):
     path = write_config(config_dir, dataset, epochs=50, max_time_minutes=1e-4)
     result = train(path)
     assert len(result.state.history) == 1
-    assert "time limit" in capsys.readouterr().out
+    assert "time budget of 0.0001 min used" in capsys.readouterr().out
     assert (config_dir / "out" / "model.atomnet").is_file()
 
 

@@ -164,7 +164,9 @@ class LammpsBP(nn.Module):
                 if k < self.n_layers - 1:
                     h = self.activation(h)
             out = out.index_copy(0, idx, h.squeeze(1))
-        return self.scale * out + self.shift + self.e0.index_select(0, local_species)
+        return (self.scale.index_select(0, local_species) * out
+                + self.shift.index_select(0, local_species)
+                + self.e0.index_select(0, local_species))
 
 
 def _only_bp(potential: Potential) -> BPNN:

@@ -10,15 +10,18 @@ from .. import keys
 from ..descriptors import SymmetryFunctions
 from ..nn import ElementMLP
 from ..terms import LocalStructure, StatisticsData, Term, register
-from .statistics import feature_statistics, scale_shift
+from .statistics import element_scale_shift, feature_statistics
 
 
 @register("bpnn")
 class BPNN(Term):
-    """Short-range energy E_i = scale · NN_{Z_i}((G_i − μ)/σ) + shift  (eV per atom).
+    """Short-range energy E_i = scale_Z · NN_Z((G_i − μ)/σ) + shift_Z  (eV per atom, Z = Z_i).
 
-    ``feature_mean``/``feature_std`` (μ, σ), ``scale`` and ``shift`` are buffers set
-    by :meth:`fit_statistics` from training data; they are saved with the weights.
+    ``feature_mean``/``feature_std`` (μ, σ), and the per-element ``scale`` and ``shift``
+    (S,) are buffers set by :meth:`fit_statistics` from training data (see
+    :func:`~atomnet.models.statistics.element_scale_shift`); they are saved with the
+    weights. Model files from before per-element values (scalar scale and shift) load
+    with the scalar broadcast to every element.
     The angular cutoff is ``min(angular_cutoff, cutoff)``; both in Å.
     """
 
@@ -36,6 +39,7 @@ class BPNN(Term):
         cutoff_fn: str = "polynomial",
     ):
         super().__init__()
+        self.symbols = list(elements)
         self.hparams = {
             "cutoff": float(cutoff), "angular_cutoff": float(angular_cutoff),
             "n_radial": int(n_radial), "n_angular_radial": int(n_angular_radial),
@@ -54,8 +58,16 @@ class BPNN(Term):
         self.net = ElementMLP(len(elements), n, hidden, activation)
         self.register_buffer("feature_mean", torch.zeros(n))
         self.register_buffer("feature_std", torch.ones(n))
-        self.register_buffer("scale", torch.tensor(1.0))
-        self.register_buffer("shift", torch.tensor(0.0))
+        self.register_buffer("scale", torch.ones(len(elements)))
+        self.register_buffer("shift", torch.zeros(len(elements)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # files written before per-element statistics hold one scalar scale and shift
+        for name in ("scale", "shift"):
+            value = state_dict.get(prefix + name)
+            if value is not None and value.dim() == 0:
+                state_dict[prefix + name] = value.expand_as(getattr(self, name)).clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def recipe(self) -> dict:
         return dict(self.hparams)
@@ -71,7 +83,7 @@ class BPNN(Term):
     def readout(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Per-atom energies (N,) eV from raw features (N, F)."""
         x = (features - self.feature_mean) / self.feature_std
-        return self.scale * self.net(x, species) + self.shift
+        return self.scale[species] * self.net(x, species) + self.shift[species]
 
     def local_structure(self, graph: dict[str, torch.Tensor]) -> LocalStructure:
         """Radial terms per edge, angular terms per triplet, an MLP per atom."""
@@ -94,7 +106,8 @@ class BPNN(Term):
 
         def head(z: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
             z = z - offset[species]
-            return self.scale * self.net.after_first_linear(z, species) + self.shift
+            return self.scale[species] * self.net.after_first_linear(z, species) \
+                + self.shift[species]
 
         return LocalStructure(
             fields=d.fields, edge_terms=edge_terms, triplet_terms=triplet_terms,
@@ -104,11 +117,16 @@ class BPNN(Term):
 
     @torch.no_grad()
     def fit_statistics(self, data: StatisticsData) -> dict[str, float]:
-        """Feature mean/std over all training atoms; scale (RMS force) and shift."""
+        """Feature mean/std over all training atoms; per-element scale (RMS force) and
+        shift (mean residual energy per atom)."""
         mean, std = feature_statistics(self.features, data.batches())
         self.feature_mean.copy_(mean.to(self.feature_mean))
         self.feature_std.copy_(std.to(self.feature_std))
-        scale, shift = scale_shift(data.graphs, data.residuals)
-        self.scale.fill_(scale)
-        self.shift.fill_(shift)
-        return {"n_features": float(mean.numel()), "scale": scale, "shift": shift}
+        scale, shift = element_scale_shift(data.graphs, data.residuals, len(self.scale))
+        self.scale.copy_(scale.to(self.scale))
+        self.shift.copy_(shift.to(self.shift))
+        info = {"n_features": float(mean.numel())}
+        for k, symbol in enumerate(self.symbols):
+            info[f"scale.{symbol}"] = float(scale[k])
+            info[f"shift.{symbol}"] = float(shift[k])
+        return info

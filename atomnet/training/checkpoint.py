@@ -2,9 +2,11 @@
 
 Tensors: ``model.<name>`` (current weights and buffers), ``best.<name>`` (the
 best model so far), ``optimizer.<param index>.<name>`` (e.g. Adam's
-``exp_avg``, ``exp_avg_sq``, ``step``) and ``rng.torch``. The JSON header
+``exp_avg``, ``exp_avg_sq``, ``step``), ``ema.<param index>`` (the weights'
+moving average, with ``training.ema_decay``) and ``rng.torch``. The JSON header
 (metadata entry ``"atomnet_checkpoint"``) holds the optimizer's param groups
-and non-tensor state, the scheduler's state, the training progress
+and non-tensor state, the plateau scheduler's state, the EMA's update count,
+the number of processes that trained, the training progress
 (:class:`TrainState`), the RNG states of Python and NumPy, and the config.
 Files are written atomically (temporary file, then rename), so a run killed
 while writing leaves the previous checkpoint intact.
@@ -101,9 +103,13 @@ def save_checkpoint(
     scheduler: Any,
     state: TrainState,
     config: dict,
+    ema: Any = None,
+    world_size: int = 1,
 ) -> Path:
     """Write the complete training state to ``path`` atomically."""
     tensors = _tensors("model", potential.state_dict())
+    if ema is not None:
+        tensors.update(_tensors("ema", ema.tensors()))
     tensors.update(_tensors("best", best_state))
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
@@ -116,6 +122,8 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": rng_meta,
         "config": config,
+        "ema": {"updates": ema.updates} if ema is not None else None,
+        "world_size": int(world_size),
     }
     path = Path(path)
     _atomic_write(tensors, header, path)
@@ -170,6 +178,11 @@ def _check_header(header: Any, path: Path) -> dict:
     if not (isinstance(rng.get("python"), list) and len(rng["python"]) == 3):
         fail("rng.python", "a list of 3 entries", rng.get("python"))
     need(header, "config", dict, "a JSON object")
+    if header.get("ema") is not None:
+        ema = need(header, "ema", dict, "a JSON object or null")
+        need(ema, "updates", int, "an integer", "ema")
+    if "world_size" in header:
+        need(header, "world_size", int, "an integer")
     return header
 
 
@@ -203,6 +216,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
             for name in names:
                 prefix, _, rest = name.partition(".")
                 ok = (prefix in ("model", "best") and rest) or name == "rng.torch" or (
+                    prefix == "ema" and rest.isdigit()) or (
                     prefix == "optimizer" and rest.partition(".")[0].isdigit()
                     and rest.partition(".")[2])
                 if not ok:
@@ -226,8 +240,9 @@ def restore_checkpoint(
     potential: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    ema: Any = None,
 ) -> tuple[TrainState, dict[str, torch.Tensor]]:
-    """Load weights, optimizer, scheduler and RNG states in place.
+    """Load weights, optimizer, scheduler, EMA and RNG states in place.
 
     Returns the :class:`TrainState` and the best model's state dict.
     """
@@ -242,5 +257,11 @@ def restore_checkpoint(
     if scheduler is not None and header["scheduler"] is not None:
         scheduler.load_state_dict(header["scheduler"])
     _set_rng_state(tensors, header["rng"])
+    if ema is not None:
+        saved = _prefixed(tensors, "ema")
+        if header.get("ema") is None or not saved:
+            raise CheckpointError("the checkpoint has no weight average (it was written "
+                                  "without training.ema_decay)")
+        ema.load(saved, header["ema"]["updates"])
     best = {k: v.to(device) for k, v in _prefixed(tensors, "best").items()}
     return TrainState(**header["state"]), best

@@ -72,17 +72,23 @@ def evaluate_set(
     weights: LossWeights | None = None,
     collect_forces: bool = False,
     accumulator: ErrorAccumulator | None = None,
+    world=None,
 ) -> tuple[dict[str, float], np.ndarray | None]:
     """Metrics (see :mod:`~atomnet.training.metrics`) of ``potential`` on ``data``.
 
     Returns the metrics and, when ``collect_forces``, an array (2, n) of
     reference and predicted force components in eV/Å (for parity plots).
     ``accumulator``: add to this one (to pool several sets); the metrics
-    returned are then the pooled ones.
+    returned are then the pooled ones. ``world`` (a :class:`.distributed.World`):
+    ranks take every ``size``-th batch and pool their sums (not with
+    ``collect_forces``).
     """
     acc = ErrorAccumulator() if accumulator is None else accumulator
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
-    for graph, residuals in data.iterate(batch_order(len(data), batch_size)):
+    batches = batch_order(len(data), batch_size)
+    if world is not None and world.distributed:
+        batches = batches[world.rank::world.size]
+    for graph, residuals in data.iterate(batches):
         pred = predict(potential, graph, data.labels, create_graph=False)
         ref = reference(graph, residuals, data.labels)
         loss = compute_loss(pred, ref, weights) if weights is not None else None
@@ -92,6 +98,8 @@ def evaluate_set(
             chosen = [f if mask is None else f[mask] for f in (ref.forces, pred.forces)]
             if chosen[0].numel():
                 pairs.append(tuple(f.detach().cpu().double().numpy().ravel() for f in chosen))
+    if world is not None and world.distributed:
+        acc.reduce(world.all_sum)
     parity = None
     if pairs:
         parity = np.stack([np.concatenate([p[0] for p in pairs]),

@@ -68,36 +68,69 @@ class TrainingError(AtomnetError, RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to try."""
 
 
-def _weighted_mean(
+#: the loss terms, in the order of :func:`loss_sums`' denominators
+TERMS = ("energy", "forces", "stress")
+
+
+def _weighted_sum(
     sq: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Σ w·sq / Σ w over the first dimension (sq may have trailing dims, averaged),
-    counting only the items where ``mask`` is set (0 when none is)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ w·sq, Σ w) over the first dimension (sq's trailing dims are averaged),
+    counting only the items where ``mask`` is set."""
     per_item = sq.reshape(sq.shape[0], -1).mean(-1)
     if mask is not None:
         mask = mask.to(per_item.device)
         per_item = torch.where(mask, per_item, torch.zeros_like(per_item))
         w = torch.where(mask, w, torch.zeros_like(w))
-    return (w * per_item).sum() / w.sum().clamp_min(1e-12)
+    return (w * per_item).sum(), w.sum()
+
+
+def loss_sums(
+    pred: Prediction, ref: Reference, weights: LossWeights
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Each term's (numerator, denominator): the weighted sum of squared errors and the
+    weighted count (structures, force-labelled atoms, stress-labelled structures).
+
+    The term is numerator / denominator; a data-parallel run sums the denominators
+    over ranks first, so that every rank's share adds up to the global mean."""
+    w = ref.weight.to(pred.energy)
+    n = ref.n_atoms.to(pred.energy)
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    if weights.energy > 0:
+        e_err = (pred.energy - ref.energy.to(pred.energy)) / n
+        out["energy"] = _weighted_sum(e_err**2, w)
+    if weights.forces > 0 and pred.forces is not None and ref.forces is not None:
+        out["forces"] = _weighted_sum((pred.forces - ref.forces) ** 2, w[ref.batch],
+                                      ref.atom_mask())
+    if weights.stress > 0 and pred.stress is not None and ref.stress is not None:
+        out["stress"] = _weighted_sum((pred.stress - ref.stress) ** 2, w, ref.stress_mask)
+    return out
+
+
+def combine(
+    sums: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    weights: LossWeights,
+    denominators: dict[str, torch.Tensor] | None = None,
+) -> LossTerms:
+    """The weighted loss from :func:`loss_sums`, each numerator divided by its
+    denominator in ``denominators`` (default: its own; a term with no labelled
+    item is 0)."""
+    terms: dict[str, torch.Tensor | None] = dict.fromkeys(TERMS)
+    total = None
+    for name, (num, den) in sums.items():
+        if denominators is not None:
+            den = denominators[name]
+        terms[name] = num / den.clamp_min(1e-12)
+        part = getattr(weights, name) * terms[name]
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("no loss term: every weight is 0 or every label absent")
+    return LossTerms(total, terms["energy"], terms["forces"], terms["stress"])
 
 
 def compute_loss(pred: Prediction, ref: Reference, weights: LossWeights) -> LossTerms:
     """The weighted loss (scalar) and its terms. See the module docstring for units."""
-    w = ref.weight.to(pred.energy)
-    n = ref.n_atoms.to(pred.energy)
-    e_err = (pred.energy - ref.energy.to(pred.energy)) / n
-    energy = _weighted_mean(e_err**2, w) if weights.energy > 0 else None
-    forces = stress = None
-    if weights.forces > 0 and pred.forces is not None and ref.forces is not None:
-        forces = _weighted_mean((pred.forces - ref.forces) ** 2, w[ref.batch], ref.atom_mask())
-    if weights.stress > 0 and pred.stress is not None and ref.stress is not None:
-        stress = _weighted_mean((pred.stress - ref.stress) ** 2, w, ref.stress_mask)
-    total = pred.energy.new_zeros(())
-    for term, factor in ((energy, weights.energy), (forces, weights.forces),
-                         (stress, weights.stress)):
-        if term is not None:
-            total = total + factor * term
-    return LossTerms(total, energy, forces, stress)
+    return combine(loss_sums(pred, ref, weights), weights)
 
 
 def check_finite(loss: torch.Tensor, epoch: int, batch: int, lr: float) -> None:

@@ -35,6 +35,12 @@ class _Errors:
         self.sq += float((err * err).sum())
         self.n += err.numel()
 
+    def values(self) -> list[float]:
+        return [self.abs, self.sq, float(self.n)]
+
+    def set(self, values: list[float]) -> None:
+        self.abs, self.sq, self.n = values[0], values[1], int(round(values[2]))
+
     def mae(self) -> float:
         return self.abs / self.n
 
@@ -66,6 +72,23 @@ class ErrorAccumulator:
         if loss is not None:
             self.loss_sum += float(loss.total.detach()) * len(e_err)
             self.loss_n += len(e_err)
+
+    _PARTS = ("energy", "energy_per_atom", "forces", "stress")
+
+    def add_loss(self, loss: float, n_structures: int) -> None:
+        """Count a batch's loss (already global in a data-parallel run) for
+        ``n_structures`` structures."""
+        self.loss_sum += loss * n_structures
+        self.loss_n += n_structures
+
+    def reduce(self, all_sum) -> None:
+        """Pool the sums of every rank: ``all_sum`` sums a float64 tensor over ranks."""
+        values = [v for name in self._PARTS for v in getattr(self, name).values()]
+        values += [self.loss_sum, float(self.loss_n)]
+        total = all_sum(torch.tensor(values, dtype=torch.float64)).tolist()
+        for k, name in enumerate(self._PARTS):
+            getattr(self, name).set(total[3 * k:3 * k + 3])
+        self.loss_sum, self.loss_n = total[-2], int(round(total[-1]))
 
     def compute(self) -> dict[str, float]:
         out: dict[str, float] = {"n_structures": float(self.energy.n)}

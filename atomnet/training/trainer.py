@@ -2,11 +2,14 @@
 
 :func:`train` is the entry point (``atomnet train``). It prepares the data and
 model (:mod:`.prepare`), resumes from ``OUTDIR/checkpoint.atomnet`` when that
-file exists, and then for each epoch: trains on shuffled batches (order fixed
-by ``[seed, epoch]``), evaluates the validation set, keeps the best model,
-appends to ``metrics.csv`` and writes the checkpoint. At the end the best
-model is saved as ``OUTDIR/model.atomnet`` with the learning curve, the force
-parity plot and a metrics table.
+file exists, and then for each epoch: trains on shuffled global batches (order
+fixed by ``[seed, epoch]``; each rank of a ``torchrun`` run takes its shard,
+:mod:`.distributed`), sets the learning rate of every step from the run's
+progress (:mod:`.schedule`), updates the weights' moving average (:mod:`.ema`),
+evaluates the validation set (with the averaged weights), keeps the best model,
+appends to ``metrics.csv`` and writes the checkpoint. At the end the best model
+is saved as ``OUTDIR/model.atomnet`` with the learning curve, the force parity
+plot and a metrics table. Only rank 0 writes files and logs.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from tqdm import tqdm
 
 from .. import io as model_io
 from .. import keys
+from . import distributed, schedule
 from .checkpoint import TrainState, restore_checkpoint, save_checkpoint
 from .config import Config, load_config
 from .data import batch_order
+from .ema import EMA
 from .evaluation import evaluate_set, predict, reference
-from .losses import LossWeights, check_finite, compute_loss
+from .losses import TERMS, LossWeights, check_finite, combine, loss_sums
 from .metrics import ErrorAccumulator, format_table
 from .plots import force_parity, learning_curve
 from .prepare import Prepared, prepare, write_split
@@ -54,6 +59,21 @@ class Run:
     weights: LossWeights
     state: TrainState
     best_state: dict[str, torch.Tensor]
+    ema: EMA | None = None
+    world: distributed.World = distributed.World()
+    #: seconds on rank 0's clock (state.elapsed_s at this session's start, and when)
+    clock_origin: tuple[float, float] = (0.0, 0.0)
+    #: rank 0's elapsed seconds at the last synchronisation (drives the schedule)
+    elapsed: float = 0.0
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [p for p in self.potential.parameters() if p.requires_grad]
+
+    def local_elapsed(self) -> float:
+        """Seconds of training so far, this session included, on this process's clock."""
+        before, since = self.clock_origin
+        return before + time.monotonic() - since
 
     @property
     def potential(self) -> torch.nn.Module:
@@ -79,19 +99,15 @@ def log(message: str) -> None:
 
 
 def make_optimizer(potential: torch.nn.Module, config: Config) -> tuple[Any, Any]:
-    """AdamW and the learning-rate schedule of ``config.training``."""
+    """AdamW and, for ``scheduler: plateau``, its ReduceLROnPlateau (else None: the
+    learning rate of each step comes from :func:`.schedule.learning_rate`)."""
     t = config.training
     optimizer = torch.optim.AdamW(potential.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    if t.scheduler == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=t.epochs, eta_min=t.lr * t.min_lr_factor
-        )
-    elif t.scheduler == "plateau":
+    scheduler = None
+    if t.scheduler == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=0.5, patience=t.scheduler_patience, min_lr=t.lr * t.min_lr_factor
         )
-    else:
-        scheduler = None
     return optimizer, scheduler
 
 
@@ -99,27 +115,52 @@ def _state_copy(potential: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in potential.state_dict().items()}
 
 
-def setup(config: Config) -> Run:
-    """Prepare data and model; resume from the output folder's checkpoint if there is one."""
-    prepared = prepare(config)
+def _rank_device(config: Config, world: distributed.World) -> None:
+    """One GPU per rank: ``cuda``/``auto`` become ``cuda:LOCAL_RANK`` under torchrun."""
     t = config.training
+    if world.distributed and (t.device == "cuda" or (
+            t.device == "auto" and torch.cuda.is_available())):
+        t.device = f"cuda:{world.local_rank}"
+
+
+def setup(config: Config, world: distributed.World | None = None) -> Run:
+    """Prepare data and model; resume from the output folder's checkpoint if there is one."""
+    world = world or distributed.World()
+    _rank_device(config, world)
+    t = config.training
+    if t.scheduler == "plateau" and (t.warmup_fraction > 0 or t.stage_two is not None):
+        from .config import ConfigError
+
+        raise ConfigError(f"{config.source or '<config>'}: training.scheduler 'plateau' "
+                          f"does not combine with warmup_fraction or stage_two")
+    prepared = prepare(config)
+    distributed.init(world, next(prepared.potential.parameters()).device)
+    distributed.sync_parameters(world, prepared.potential)
     weights = LossWeights(t.energy_weight, t.forces_weight, t.stress_weight)
     optimizer, scheduler = make_optimizer(prepared.potential, config)
     split = {k: list(v) for k, v in prepared.split.items()}
     run = Run(config, prepared, optimizer, scheduler, weights, TrainState(split=split),
-              _state_copy(prepared.potential))
+              _state_copy(prepared.potential), world=world)
+    if t.ema_decay is not None:
+        run.ema = EMA(run.params, t.ema_decay)
     path = find_checkpoint(config.output.dir / CHECKPOINT)
     if path is not None:
         header, tensors = load_resume(path, config, split)
         run.state, run.best_state = restore_checkpoint(
-            header, tensors, prepared.potential, optimizer, scheduler
+            header, tensors, prepared.potential, optimizer, scheduler, run.ema
         )
-        if t.scheduler == "cosine":
-            scheduler.T_max = t.epochs
-        log(f"resuming from {path} (epoch {run.state.epoch} of {t.epochs} done)")
+        say = log if world.main else (lambda message: None)
+        saved_world = header.get("world_size", 1)
+        if saved_world != world.size:
+            say(f"note: the checkpoint was written by {saved_world} process(es), this run has "
+                f"{world.size}: the global batch changes from {saved_world * t.batch_size} "
+                f"to {world.size * t.batch_size} structures")
+        say(f"resuming from {path} (epoch {run.state.epoch} of {t.epochs} done)")
         if run.state.epoch >= t.epochs:
-            log("training already complete; re-evaluating the best model "
+            say("training already complete; re-evaluating the best model "
                 "(raise training.epochs to train further)")
+    run.clock_origin = (run.state.elapsed_s, time.monotonic())
+    run.elapsed = run.state.elapsed_s
     return run
 
 
@@ -127,37 +168,104 @@ def _lr(run: Run) -> float:
     return float(run.optimizer.param_groups[0]["lr"])
 
 
-def train_epoch(run: Run, epoch: int, bar: tqdm) -> dict[str, float]:
-    """One pass over the shuffled training set; returns the running train metrics."""
-    data, t = run.prepared.data.train, run.config.training
+def _weights(run: Run, p: float) -> LossWeights:
+    """The loss weights at progress ``p`` (stage two may replace them)."""
+    t = run.config.training
+    if not schedule.in_stage_two(t, p):
+        return run.weights
+    return LossWeights(*(t.stage_two.get(f"{k}_weight", getattr(run.weights, k)) for k in TERMS))
+
+
+def _global_denominators(
+    run: Run, sums: dict[str, tuple[torch.Tensor, torch.Tensor]], dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """Each loss term's denominator summed over ranks, and rank 0's clock into
+    ``run.elapsed`` (one small collective; on one process, just the local values)."""
+    world = run.world
+    values = [float(sums[k][1].detach()) if k in sums else 0.0 for k in TERMS]
+    values.append(run.local_elapsed() if world.main else 0.0)
+    total = world.all_sum(torch.tensor(values, dtype=torch.float64))
+    run.elapsed = float(total[-1])
+    device = next(iter(sums.values()))[0].device if sums else "cpu"
+    return {k: total[i].to(device=device, dtype=dtype) for i, k in enumerate(TERMS)}
+
+
+def _set_lr(run: Run, p: float) -> None:
+    if run.scheduler is None:
+        lr = schedule.learning_rate(run.config.training, p)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+
+
+def train_epoch(run: Run, epoch: int, bar: tqdm) -> tuple[dict[str, float], bool]:
+    """One pass over the shuffled training set (this rank's shard of each global batch).
+
+    Returns the train metrics (pooled over ranks) and whether the time budget ran out
+    during the epoch (the epoch then ends early).
+    """
+    data, t, world = run.prepared.data.train, run.config.training, run.world
     run.potential.train()
     acc = ErrorAccumulator()
-    batches = batch_order(len(data), t.batch_size, seed=[t.seed, epoch])
-    params = [p for p in run.potential.parameters() if p.requires_grad]
-    for b, (graph, residuals) in enumerate(data.iterate(batches)):
-        pred = predict(run.potential, graph, data.labels, create_graph=True)
-        ref = reference(graph, residuals, data.labels)
-        loss = compute_loss(pred, ref, run.weights)
-        check_finite(loss.total, epoch, b, _lr(run))
+    batches = batch_order(len(data), t.batch_size * world.size, seed=[t.seed, epoch])
+    shards = [world.shard(b) for b in batches]
+    stream = data.iterate([s for s in shards if s])
+    params = run.params
+    dtype = params[0].dtype
+    out_of_time = False
+    for b, shard in enumerate(shards):
+        p = schedule.progress(t, epoch - 1 + b / len(batches), run.elapsed)
+        weights = _weights(run, p)
         run.optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
+        sums: dict = {}
+        if shard:
+            graph, residuals = next(stream)
+            pred = predict(run.potential, graph, data.labels, create_graph=True)
+            ref = reference(graph, residuals, data.labels)
+            sums = loss_sums(pred, ref, weights)
+        denominators = _global_denominators(run, sums, dtype)
+        local = torch.zeros((), dtype=dtype)
+        if shard:
+            loss = combine(sums, weights, denominators)
+            local = loss.total
+            local.backward()
+        total = float(distributed.all_sum_gradients(world, params, local.detach().reshape(1)))
+        check_finite(torch.tensor(total), epoch, b, _lr(run))
         if t.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        _set_lr(run, p)
         run.optimizer.step()
-        acc.update(pred, ref, loss)
+        if run.ema is not None:
+            run.ema.update()
+        if shard:
+            acc.update(pred, ref)
+            acc.add_loss(total, len(shard))
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.total.detach()):.3g}", refresh=False)
-    return acc.compute()
+        bar.set_postfix(loss=f"{total:.3g}", refresh=False)
+        if t.max_time_minutes is not None and run.elapsed >= 60.0 * t.max_time_minutes:
+            out_of_time = True
+            break
+    if world.distributed:
+        acc.reduce(world.all_sum)
+    return acc.compute(), out_of_time
+
+
+def _averaged(run: Run):
+    """Context in which the parameters hold the EMA weights (a no-op without EMA)."""
+    import contextlib
+
+    return run.ema.applied() if run.ema is not None else contextlib.nullcontext()
 
 
 def validate(run: Run) -> dict[str, float] | None:
-    """Metrics of the current model on the validation set (None without one)."""
+    """Metrics of the model (EMA weights if any) on the validation set (None without
+    one). Ranks share the batches and pool their sums."""
     valid = run.prepared.data.valid
     if valid is None:
         return None
     run.potential.eval()
-    metrics, _ = evaluate_set(run.potential, valid, run.config.training.valid_batch_size,
-                              run.weights)
+    with _averaged(run):
+        metrics, _ = evaluate_set(run.potential, valid, run.config.training.valid_batch_size,
+                                  run.weights, world=run.world)
     return metrics
 
 
@@ -205,14 +313,16 @@ def end_epoch(run: Run, epoch: int, train: dict, valid: dict | None, seconds: fl
     best = score < state.best_loss
     if best:
         state.best_loss, state.best_epoch = float(score), epoch
-        run.best_state = _state_copy(run.potential)
+        with _averaged(run):
+            run.best_state = _state_copy(run.potential)
     state.epoch = epoch
-    state.elapsed_s += seconds
+    state.elapsed_s = run.local_elapsed()
     state.history.append(_entry(epoch, lr, seconds, train, valid))
-    run.outdir.mkdir(parents=True, exist_ok=True)
-    write_csv(state.history, run.outdir / "metrics.csv")
-    save_checkpoint(run.outdir / CHECKPOINT, run.potential, run.best_state, run.optimizer,
-                    run.scheduler, state, run.config.to_dict())
+    if run.world.main:
+        run.outdir.mkdir(parents=True, exist_ok=True)
+        write_csv(state.history, run.outdir / "metrics.csv")
+        save_checkpoint(run.outdir / CHECKPOINT, run.potential, run.best_state, run.optimizer,
+                        run.scheduler, state, run.config.to_dict(), run.ema, run.world.size)
     return best
 
 
@@ -228,13 +338,12 @@ def _last_valid(history: list[dict]) -> str:
     return f" [valid {', '.join(parts)}]" if parts else ""
 
 
-def _should_stop(run: Run, started: float, last_epoch_s: float) -> str | None:
+def _should_stop(run: Run, out_of_time: bool) -> str | None:
     t, state = run.config.training, run.state
     if t.patience is not None and state.epoch - state.best_epoch >= t.patience:
         return f"no improvement for {t.patience} epochs"
-    if t.max_time_minutes is not None:
-        if time.monotonic() - started + last_epoch_s > 60.0 * t.max_time_minutes:
-            return f"time limit of {t.max_time_minutes} min reached"
+    if out_of_time:
+        return f"time budget of {t.max_time_minutes} min used"
     return None
 
 
@@ -242,27 +351,34 @@ def fit(run: Run, on_epoch_end: EpochHook | None = None) -> None:
     """Train from ``run.state.epoch`` to ``training.epochs`` (or an earlier stop)."""
     t, out = run.config.training, run.config.output
     first = run.state.epoch + 1
-    n_batches = math.ceil(len(run.prepared.data.train) / t.batch_size)
+    n_batches = math.ceil(len(run.prepared.data.train) / (t.batch_size * run.world.size))
     total = max(t.epochs - first + 1, 0) * n_batches
-    started = time.monotonic()
+    if t.max_time_minutes is not None and run.state.elapsed_s >= 60.0 * t.max_time_minutes:
+        if run.world.main:
+            log(f"the time budget of {t.max_time_minutes} min is used up "
+                "(raise training.max_time_minutes to train further)")
+        return
     # disable=None: the bar shows on a terminal only, so logs get the summary lines alone
-    bar = tqdm(total=total, unit="batch", disable=None if out.progress else True, leave=False)
+    show = out.progress and run.world.main
+    bar = tqdm(total=total, unit="batch", disable=None if show else True, leave=False)
     with bar:
         for epoch in range(first, t.epochs + 1):
             bar.set_description(f"epoch {epoch}/{t.epochs}{_last_valid(run.state.history)}")
             tick = time.monotonic()
-            train = train_epoch(run, epoch, bar)
+            train, out_of_time = train_epoch(run, epoch, bar)
             valid = validate(run)
             seconds = time.monotonic() - tick
             best = end_epoch(run, epoch, train, valid, seconds)
             entry = run.state.history[-1]
-            if epoch == first or epoch % out.log_every == 0 or epoch == t.epochs:
+            last = epoch == t.epochs or out_of_time
+            if run.world.main and (epoch == first or epoch % out.log_every == 0 or last):
                 log(_summary(entry, t.epochs, best))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, entry)
-            reason = _should_stop(run, started, seconds)
+            reason = _should_stop(run, out_of_time)
             if reason:
-                log(f"stopping after epoch {epoch}: {reason}")
+                if run.world.main:
+                    log(f"stopping after epoch {epoch}: {reason}")
                 break
 
 
@@ -320,17 +436,38 @@ def _label_counts(data) -> str:
     return ", ".join(parts)
 
 
-def train(config: Config | str | Path, on_epoch_end: EpochHook | None = None) -> TrainResult:
-    """Train the potential described by ``config`` (a :class:`Config` or a YAML path)."""
+def train(config: Config | str | Path, on_epoch_end: EpochHook | None = None):
+    """Train the potential described by ``config`` (a :class:`Config` or a YAML path).
+
+    Under ``torchrun`` every process calls this; they train together and rank 0
+    writes the results. Returns a :class:`TrainResult` (on rank 0; ``None`` on the
+    others), or, with ``training.ensemble > 1``, one per committee member.
+    """
     if not isinstance(config, Config):
         config = load_config(config)
-    run = setup(config)
-    config.output.dir.mkdir(parents=True, exist_ok=True)
-    write_split(run.prepared, config.output.dir, config.data.train)
-    p = run.prepared
-    log(f"{len(p.data.train)} training structures ({p.data.train.n_atoms} atoms), "
-        f"{len(p.data.valid) if p.data.valid else 0} validation, "
-        f"{len(p.data.test) if p.data.test else 0} test; labels {_label_counts(p.data.train)}")
-    log(f"E0s {p.e0_source}: " + ", ".join(f"{s} {v:.4f} eV" for s, v in p.e0s.items()))
-    fit(run, on_epoch_end)
-    return finish(run)
+    if config.training.ensemble > 1:
+        from .committee import train_committee
+
+        return train_committee(config)
+    world = distributed.from_environment()
+    try:
+        run = setup(config, world)
+        p = run.prepared
+        if world.main:
+            config.output.dir.mkdir(parents=True, exist_ok=True)
+            write_split(p, config.output.dir, config.data.train)
+            log(f"{len(p.data.train)} training structures ({p.data.train.n_atoms} atoms), "
+                f"{len(p.data.valid) if p.data.valid else 0} validation, "
+                f"{len(p.data.test) if p.data.test else 0} test; "
+                f"labels {_label_counts(p.data.train)}")
+            log(f"E0s {p.e0_source}: " + ", ".join(f"{s} {v:.4f} eV" for s, v in p.e0s.items()))
+            if world.distributed:
+                log(f"data-parallel: {world.size} processes × batch {config.training.batch_size}"
+                    f" = global batch {world.size * config.training.batch_size}")
+        fit(run, on_epoch_end)
+        result = finish(run) if world.main else None
+    except BaseException:
+        distributed.abandon(world)
+        raise
+    distributed.shutdown(world)
+    return result
