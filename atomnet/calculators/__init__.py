@@ -1,5 +1,6 @@
-"""ASE calculator."""
+"""ASE calculators: one potential, or a committee of them (mean and spread)."""
 
 from .ase_calculator import Calculator
+from .committee import CommitteeCalculator, read_committee
 
-__all__ = ["Calculator"]
+__all__ = ["Calculator", "CommitteeCalculator", "read_committee"]

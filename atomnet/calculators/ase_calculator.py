@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,11 +37,62 @@ def _intra_op_threads(n: int | None):
         torch.set_num_threads(previous)
 
 
+def is_committee_source(model) -> bool:
+    """True for what names a committee: a list or tuple of models, a ``committee.json``
+    file (any ``.json`` path) or a folder (holding ``committee.json``)."""
+    if isinstance(model, (list, tuple)):
+        return True
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        return path.suffix == ".json" or path.is_dir()
+    return False
+
+
+def load_potential(model):
+    """A private :class:`~atomnet.potential.Potential`: loaded from a path, or a deep
+    copy of the module given (casting or freezing must not touch the caller's module)."""
+    if isinstance(model, (str, os.PathLike)):
+        from ..io import load
+
+        return load(model)
+    return copy.deepcopy(model)
+
+
+def _to_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().double().numpy()
+
+
+def ase_results(res, want_stress: bool, has_charges: bool) -> dict:
+    """ASE's ``results`` dict (float64 NumPy, eV/Å units) from one structure's
+    :class:`~atomnet.derivatives.Results`."""
+    energy = float(res.energy.detach().sum())
+    results = {
+        "energy": energy,
+        "free_energy": energy,
+        "energies": _to_numpy(res.atomic_energies),
+        "forces": _to_numpy(res.forces),
+        "contributions": {
+            k: float(v.detach().sum()) for k, v in res.contributions.items()
+        },
+    }
+    if has_charges:
+        results["charges"] = _to_numpy(res.charges)
+        results["dipole"] = _to_numpy(res.dipole[0])
+    if want_stress:
+        s = _to_numpy(res.stress[0])
+        results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+    return results
+
+
 class Calculator(_ASECalculator):
     """ASE calculator for an atomnet potential.
 
     Args:
         model: a path to a ``.atomnet`` file or a :class:`~atomnet.potential.Potential`.
+            A committee (a list or tuple of those, a ``committee.json`` file or the
+            training folder holding one) makes a
+            :class:`~atomnet.calculators.CommitteeCalculator` instead: mean
+            predictions plus their spread (see ``docs/committees.md``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``…
         dtype: ``"float64"`` (default: exact derivatives, Hessians) or ``"float32"`` (faster).
         threads: torch intra-op threads for a CPU call. ``None`` (default): one thread
@@ -64,6 +116,13 @@ class Calculator(_ASECalculator):
     #: ``atoms.info`` fields a model reads: a change to one of them invalidates results
     INFO_KEYS = ("charge",)
 
+    def __new__(cls, model=None, *args, **kwargs):
+        if cls is Calculator and is_committee_source(model):
+            from .committee import CommitteeCalculator
+
+            cls = CommitteeCalculator
+        return super().__new__(cls)
+
     def __init__(
         self, model, device: str = "cpu", dtype="float64", threads: int | None = None, **kwargs
     ):
@@ -71,12 +130,6 @@ class Calculator(_ASECalculator):
         if threads is not None and threads < 1:
             raise UsageError(f"threads must be a positive integer or None, got {threads}")
         self.threads = threads
-        if isinstance(model, (str, os.PathLike)):
-            from ..io import load
-
-            model = load(model)
-        else:  # a private copy: casting or freezing must not touch the caller's module
-            model = copy.deepcopy(model)
         try:
             self.device = torch.device(device)
         except RuntimeError as exc:  # a malformed name, e.g. "gpu"
@@ -84,13 +137,32 @@ class Calculator(_ASECalculator):
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise UsageError(f"device {device!r} requested but CUDA is not available")
         self.dtype = resolve_dtype(dtype)
-        self.potential = model.to(device=self.device, dtype=self.dtype).eval()
-        for p in self.potential.parameters():
-            p.requires_grad_(False)
-        self.has_charges = keys.CHARGES in self.potential.outputs
+        self.has_charges = self._load(model)
         if self.has_charges:
             self.implemented_properties = [*type(self).implemented_properties,
                                            "charges", "dipole"]
+
+    def _place(self, model) -> torch.nn.Module:
+        """A private copy of ``model`` (path or module) on the device, frozen, in eval mode."""
+        potential = load_potential(model).to(device=self.device, dtype=self.dtype).eval()
+        for p in potential.parameters():
+            p.requires_grad_(False)
+        return potential
+
+    def _load(self, model) -> bool:
+        """Set up the model(s); returns whether charges and dipoles are predicted."""
+        self.potential = self._place(model)
+        return keys.CHARGES in self.potential.outputs
+
+    @property
+    def elements(self) -> list[str]:
+        """Element symbols the model knows."""
+        return list(self.potential.elements)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What the model predicts besides the energy (e.g. charges, dipole)."""
+        return tuple(self.potential.outputs)
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
         """ASE's checks (positions, numbers, cell, pbc, …) plus the ``info`` fields read."""
@@ -118,27 +190,12 @@ class Calculator(_ASECalculator):
         if want_stress and not self.atoms.pbc.all():
             raise PropertyNotImplementedError("stress needs a cell periodic in all 3 directions")
         with _intra_op_threads(self._threads(self.atoms)):
-            res = evaluate(
-                self.potential, self._graph(self.atoms), forces=True, stress=want_stress
-            )
-        energy = float(res.energy.detach().sum())
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "energies": res.atomic_energies.detach().cpu().double().numpy(),
-            "forces": res.forces.detach().cpu().double().numpy(),
-            "contributions": {
-                k: float(v.detach().sum()) for k, v in res.contributions.items()
-            },
-        }
-        if self.has_charges:
-            self.results["charges"] = res.charges.detach().cpu().double().numpy()
-            self.results["dipole"] = res.dipole[0].detach().cpu().double().numpy()
-        if want_stress:
-            s = res.stress[0].detach().cpu().double().numpy()
-            self.results["stress"] = np.array(
-                [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]]
-            )
+            self.results = self._compute(self.atoms, want_stress)
+
+    def _compute(self, atoms: Atoms, want_stress: bool) -> dict:
+        """The ``results`` dict of ``atoms`` (runs inside the thread setting)."""
+        res = evaluate(self.potential, self._graph(atoms), forces=True, stress=want_stress)
+        return ase_results(res, want_stress, self.has_charges)
 
     def get_hessian(self, atoms: Atoms | None = None, indices=None) -> np.ndarray:
         """Exact Hessian d²E/dr² (3N, 3N) in eV/Å² (autograd, not finite differences).

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     # before anything touches the positions (velocities, rotation removal, the model)
     validate_atoms(atoms, source=args.structure, index=args.index)
     atoms.calc = Calculator(args.model, device=args.device, dtype=args.dtype)
-    check_elements(atoms.numbers, atoms.calc.potential.elements, args.structure, args.index)
+    check_elements(atoms.numbers, atoms.calc.elements, args.structure, args.index)
     rng = np.random.default_rng(args.seed)
     if hasattr(_velocities, "thermalize_momenta"):  # ASE >= 3.29
         _velocities.thermalize_momenta(atoms, args.temperature, rng=rng)

@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
     atoms, k = read_frame(args.structure, args.index)
     validate_atoms(atoms, source=args.structure, index=k)
     calc = Calculator(args.model, device=args.device, dtype=args.dtype)
-    check_elements(atoms.numbers, calc.potential.elements, args.structure, k)
+    check_elements(atoms.numbers, calc.elements, args.structure, k)
     indices = parse_indices(args.indices, len(atoms))
     source = Path(args.structure)
     out = Path(args.out) if args.out else source.with_name(f"{source.stem}_vib")

@@ -448,7 +448,7 @@ def train(config: Config | str | Path, on_epoch_end: EpochHook | None = None):
     if config.training.ensemble > 1:
         from .committee import train_committee
 
-        return train_committee(config)
+        return train_committee(config, on_epoch_end)
     world = distributed.from_environment()
     try:
         run = setup(config, world)

@@ -265,10 +265,10 @@ def vibrations(
         idx = np.arange(len(atoms))
     if optimize:
         _optimise(atoms, calc, fmax, steps, None if indices is None else idx)
-    has_dipole = keys.DIPOLE in calc.potential.outputs
+    has_dipole = keys.DIPOLE in calc.outputs
     if ir and not has_dipole:
         raise UsageError("IR intensities need a model with charges (a dipole output); "
-                         f"this one outputs {list(calc.potential.outputs)}")
+                         f"this one outputs {list(calc.outputs)}")
     ir = has_dipole if ir is None else ir
     atoms.calc = calc
     energy = float(atoms.get_potential_energy())
