@@ -9,7 +9,8 @@ import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 #: pages whose ```python blocks are complete programs
-RUNNABLE = ["potential.md", "model_files.md", "vibrations.md"]
+RUNNABLE = ["potential.md", "model_files.md", "vibrations.md", "committees.md", "training.md",
+            "streaming.md"]
 
 
 def _blocks(page: str) -> list[str]:

@@ -117,14 +117,15 @@ def test_a_run_cut_by_its_budget_ends_at_the_low_learning_rate(tmp_path, data):
                  max_time_minutes=0.05)
     result = train(path)
     state = result.state
-    assert 3 <= state.elapsed_s < 3 + 5  # 3 s budget, plus at most one step and validation
+    # 3 s budget, plus at most one step and one validation (generous: CI machines are noisy)
+    assert 3 <= state.elapsed_s < 3 + 10, state.elapsed_s
     assert state.epoch < 1000  # the clock ended it, not the epochs
     lr_end = state.history[-1]["lr"]
     assert lr_end < 2 * 1e-2 * 0.01, lr_end  # at the bottom of the cosine
     # and on the way, the lr followed the budget: about half-way down after half the time
     times = np.cumsum([h["time_s"] for h in state.history])
     middle = int(np.searchsorted(times, 1.5))
-    assert 2e-3 < state.history[middle]["lr"] < 8e-3
+    assert 2e-3 < state.history[middle]["lr"] < 8e-3, (middle, times, state.history[middle])
     # resuming a spent budget trains no further
     again = train(path)
     assert again.state.epoch == state.epoch

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +26,32 @@ from ase.data import atomic_numbers
 
 from .. import keys
 from ..structures import StructureError, collate, get_label, read_structures, to_device
+from ..structures.errors import where as structure_where
 from ..structures.graph import label_shape
 from ..units import Conversion
 from .config import ConfigError
+from .sources import DbSource, is_database
 
 #: labels the trainer can fit, in loss order
 FIT_LABELS = ("energy", "forces", "stress")
+
+
+@dataclass
+class StructureTable:
+    """What the loss normalisation needs of each structure of a set (n,)."""
+
+    weight: np.ndarray  # float64, per-structure loss weight
+    n_atoms: np.ndarray  # int64
+    has_forces: np.ndarray  # bool
+    has_stress: np.ndarray  # bool
+
+    def denominators(self, batch: list[int]) -> dict[str, float]:
+        """The loss terms' denominators over the structures ``batch`` (the same sums as
+        :func:`~atomnet.training.losses.loss_sums` forms from the batch's graphs)."""
+        w = self.weight[batch]
+        return {"energy": float(w.sum()),
+                "forces": float((w * self.n_atoms[batch] * self.has_forces[batch]).sum()),
+                "stress": float((w * self.has_stress[batch]).sum())}
 
 
 @dataclass
@@ -60,6 +81,26 @@ class GraphSet:
     @property
     def n_atoms(self) -> int:
         return sum(int(g[keys.N_ATOMS].sum()) for g in self.graphs)
+
+    def structure_table(self) -> StructureTable:
+        """Per-structure weights, atom counts and label flags (for loss denominators)."""
+        def flags(label: str) -> np.ndarray:
+            if label not in self.labels:
+                return np.zeros(len(self), bool)
+            if keys.mask(label) not in self.graphs[0]:
+                return np.ones(len(self), bool)
+            return np.array([bool(g[keys.mask(label)]) for g in self.graphs])
+
+        return StructureTable(
+            np.array([float(g[keys.WEIGHT].sum()) for g in self.graphs]),
+            np.array([int(g[keys.N_ATOMS].sum()) for g in self.graphs]),
+            flags("forces"), flags("stress"))
+
+    def label_counts(self) -> dict[str, int]:
+        """{label: number of structures carrying it} for each of ``labels``."""
+        return {label: sum(bool(g[keys.mask(label)]) for g in self.graphs)
+                if self.graphs and keys.mask(label) in self.graphs[0] else len(self)
+                for label in self.labels}
 
     def iterate(
         self, batches: list[list[int]]
@@ -109,15 +150,27 @@ def relabel(
 
 def read_frames(path: Path, names: dict[str, str], units: Conversion | None = None) -> list[Atoms]:
     """All frames of ``path`` with labels renamed and converted to eV/Å (see
-    :func:`relabel`); energy required."""
-    frames = relabel(read_structures(path), names, units)
+    :func:`relabel`); energy required. An ASE database's rows are read as
+    :func:`~atomnet.training.sources.row_atoms` makes them (key-value pairs in ``info``),
+    as the streaming path reads them."""
+    if is_database(path):
+        source = DbSource(path)
+        frames, where = list(source.iterate()), source.where
+    else:
+        frames, where = read_structures(path), partial(structure_where, path)
+    frames = relabel(frames, names, units)
     for k, atoms in enumerate(frames):
         if get_label(atoms, "energy") is None:
-            raise StructureError(
-                f"{path}, frame {k}: missing energy label '{names['energy']}' "
-                f"(info keys {sorted(atoms.info)}; set data.energy_key if it has another name)"
-            )
+            raise missing_energy(where(k), atoms, names["energy"])
     return frames
+
+
+def missing_energy(where: str, atoms: Atoms, name: str) -> StructureError:
+    """The error for a structure without its energy label ``name``."""
+    return StructureError(
+        f"{where}: missing energy label '{name}' (info keys {sorted(atoms.info)}; "
+        f"set data.energy_key if it has another name)"
+    )
 
 
 def labels_present(frames: Sequence[Atoms]) -> tuple[str, ...]:

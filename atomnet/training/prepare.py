@@ -4,6 +4,12 @@ Order matters and is spelled out in :func:`prepare`: frames are read, the
 elements found, the potential built (seeded), graphs made once (float64, CPU),
 E0s resolved and set, normalisation statistics computed on the training
 graphs, and finally the graphs moved to the training device and dtype.
+
+With ``data.streaming`` (:func:`_prepare_streaming`) the same steps run without
+a graph cache: one scan of each file gives the split, elements, labels and the
+E0 fit; statistics come from training graphs built on demand (at most
+:data:`~atomnet.training.streaming.STATISTICS_STRUCTURES` of them); the data
+sets read and build their graphs batch by batch (:mod:`.streaming`).
 """
 
 from __future__ import annotations
@@ -32,15 +38,27 @@ from .data import (
     split_indices,
 )
 from .statistics import resolve_e0s
+from .streaming import (
+    STATISTICS_CACHE_MIB,
+    CompositionGraphs,
+    GraphDataset,
+    GraphRecipe,
+    LazyGraphs,
+    Scan,
+    StreamingSet,
+    StructureFile,
+    scan,
+    statistics_sample,
+)
 
 
 @dataclass
 class Datasets:
     """Train, validation and test sets (the latter two optional)."""
 
-    train: GraphSet
-    valid: GraphSet | None
-    test: GraphSet | None
+    train: GraphSet | StreamingSet
+    valid: GraphSet | StreamingSet | None
+    test: GraphSet | StreamingSet | None
 
 
 @dataclass
@@ -116,8 +134,11 @@ def build_potential(config: Config, elements: list[str]) -> torch.nn.Module:
 
 
 def prepare(config: Config) -> Prepared:
-    """Seeded model and cached datasets for ``config`` (see the module docstring)."""
+    """Seeded model and datasets for ``config`` (see the module docstring): graphs
+    cached in memory, or streamed from the files when ``data.streaming``."""
     seed_everything(config.training.seed)
+    if config.data.streaming:
+        return _prepare_streaming(config)
     frames, split, sources = read_splits(config)
     if not frames["train"]:
         raise ConfigError(f"{config.data.train}: no training structures left after the split")
@@ -145,6 +166,68 @@ def prepare(config: Config) -> Prepared:
         name: make_set(name, sources[name], frames[name], g, labels[name], e0, device, dtype)
         for name, g in graphs.items()
     }
+    potential.to(device=device, dtype=dtype)
+    data = Datasets(sets["train"], sets.get("valid"), sets.get("test"))
+    return Prepared(potential, data, e0s, e0_source, stats, split)
+
+
+def scan_splits(config: Config) -> tuple[dict[str, tuple[StructureFile, Scan]], dict]:
+    """Streaming counterpart of :func:`read_splits`: each split's (file, scan) and the
+    indices of its structures in that file (the same split as the in-memory path)."""
+    d, names = config.data, _names(config)
+    train = StructureFile(d.train, names, d.units())
+    scanned = {"train": (train, scan(train))}
+    valid_fraction = 0.0 if d.valid is not None else d.valid_fraction
+    test_fraction = 0.0 if d.test is not None else d.test_fraction
+    train_idx, valid_idx, test_idx = split_indices(
+        len(train), valid_fraction, test_fraction, split_seed(config)
+    )
+    split = {"train": train_idx, "valid": valid_idx, "test": test_idx}
+    files = {name: scanned["train"] for name in split}
+    for name, path in (("valid", d.valid), ("test", d.test)):
+        if path is not None:
+            file = StructureFile(path, names, d.units())
+            files[name] = (file, scan(file))
+            split[name] = list(range(len(file)))
+    return files, split
+
+
+def _prepare_streaming(config: Config) -> Prepared:
+    """:func:`prepare` without a graph cache: E0s from a scan of the files, statistics
+    from at most :data:`~.streaming.STATISTICS_STRUCTURES` training structures built
+    on demand, and :class:`~.streaming.StreamingSet` data sets."""
+    files, split = scan_splits(config)
+    train_file, train_scan = files["train"]
+    if not split["train"]:
+        raise ConfigError(f"{config.data.train}: no training structures left after the split")
+    potential = build_potential(config, train_scan.elements(split["train"]))
+    fitted = train_scan.labels(split["train"])
+    labels = {name: tuple(k for k in fitted if k in files[name][1].labels(idx))
+              for name, idx in split.items() if idx}
+    for name in labels:
+        files[name][1].check_elements(split[name], potential.elements)
+    compositions = CompositionGraphs(train_scan, split["train"], potential.elements)
+    e0s, e0_source = resolve_e0s(
+        config.data.e0s, config.data.isolated_atoms, compositions, potential.elements,
+        config.data.units().energy,
+    )
+    potential.reference.set(e0s)
+    e0 = potential.reference.e0.detach().cpu().double()
+    recipe, workers = GraphRecipe.of(potential), config.data.workers
+    datasets = {name: GraphDataset(files[name][0], split[name], recipe, labels[name])
+                for name in labels}
+    sample = statistics_sample(len(split["train"]), split_seed(config))
+    chosen = [split["train"][i] for i in sample]
+    graphs = LazyGraphs(GraphDataset(train_file, chosen, recipe, labels["train"]), workers,
+                        cache_mib=STATISTICS_CACHE_MIB)
+    for _ in graphs:  # one pass in the workers fills the cache the statistics then read
+        pass
+    composition = CompositionGraphs(train_scan, chosen, potential.elements)
+    residuals = torch.from_numpy(train_scan.energies[chosen]) - e0_sums(composition, e0)
+    stats = potential.fit_statistics(graphs, residuals)
+    device, dtype = resolve_device(config.training.device), resolve_dtype(config.training.dtype)
+    sets = {name: StreamingSet(name, ds, files[name][1], e0, device, dtype, workers)
+            for name, ds in datasets.items()}
     potential.to(device=device, dtype=dtype)
     data = Datasets(sets["train"], sets.get("valid"), sets.get("test"))
     return Prepared(potential, data, e0s, e0_source, stats, split)

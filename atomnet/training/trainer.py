@@ -28,7 +28,6 @@ import torch
 from tqdm import tqdm
 
 from .. import io as model_io
-from .. import keys
 from . import distributed, schedule
 from .checkpoint import TrainState, restore_checkpoint, save_checkpoint
 from .config import Config, load_config
@@ -176,18 +175,13 @@ def _weights(run: Run, p: float) -> LossWeights:
     return LossWeights(*(t.stage_two.get(f"{k}_weight", getattr(run.weights, k)) for k in TERMS))
 
 
-def _global_denominators(
-    run: Run, sums: dict[str, tuple[torch.Tensor, torch.Tensor]], dtype: torch.dtype
+def _denominators(
+    table, batch: list[int], dtype: torch.dtype, device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """Each loss term's denominator summed over ranks, and rank 0's clock into
-    ``run.elapsed`` (one small collective; on one process, just the local values)."""
-    world = run.world
-    values = [float(sums[k][1].detach()) if k in sums else 0.0 for k in TERMS]
-    values.append(run.local_elapsed() if world.main else 0.0)
-    total = world.all_sum(torch.tensor(values, dtype=torch.float64))
-    run.elapsed = float(total[-1])
-    device = next(iter(sums.values()))[0].device if sums else "cpu"
-    return {k: total[i].to(device=device, dtype=dtype) for i, k in enumerate(TERMS)}
+    """The global batch's loss denominators, from the set's per-structure table: every
+    rank knows them without communicating."""
+    return {k: torch.tensor(v, dtype=dtype, device=device)
+            for k, v in table.denominators(batch).items()}
 
 
 def _set_lr(run: Run, p: float) -> None:
@@ -209,26 +203,29 @@ def train_epoch(run: Run, epoch: int, bar: tqdm) -> tuple[dict[str, float], bool
     batches = batch_order(len(data), t.batch_size * world.size, seed=[t.seed, epoch])
     shards = [world.shard(b) for b in batches]
     stream = data.iterate([s for s in shards if s])
+    table = data.structure_table() if world.distributed else None
     params = run.params
-    dtype = params[0].dtype
+    dtype, device = params[0].dtype, params[0].device
     out_of_time = False
     for b, shard in enumerate(shards):
         p = schedule.progress(t, epoch - 1 + b / len(batches), run.elapsed)
         weights = _weights(run, p)
         run.optimizer.zero_grad(set_to_none=True)
-        sums: dict = {}
+        local = torch.zeros((), dtype=dtype, device=device)
         if shard:
             graph, residuals = next(stream)
             pred = predict(run.potential, graph, data.labels, create_graph=True)
             ref = reference(graph, residuals, data.labels)
-            sums = loss_sums(pred, ref, weights)
-        denominators = _global_denominators(run, sums, dtype)
-        local = torch.zeros((), dtype=dtype)
-        if shard:
-            loss = combine(sums, weights, denominators)
-            local = loss.total
+            # each rank's loss is its share of the global batch's mean
+            denominators = None if table is None else \
+                _denominators(table, batches[b], dtype, device)
+            local = combine(loss_sums(pred, ref, weights), weights, denominators).total
             local.backward()
-        total = float(distributed.all_sum_gradients(world, params, local.detach().reshape(1)))
+        # one collective: gradients, the loss and rank 0's clock (drives the schedule)
+        clock = run.local_elapsed() if world.main else 0.0
+        extra = torch.tensor([float(local.detach()), clock], dtype=torch.float64)
+        total, elapsed = distributed.all_sum_gradients(world, params, extra).tolist()
+        run.elapsed = elapsed
         check_finite(torch.tensor(total), epoch, b, _lr(run))
         if t.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
@@ -428,12 +425,8 @@ def finish(run: Run) -> TrainResult:
 
 def _label_counts(data) -> str:
     """``energy, forces (12/20 structures)``: labels of a set, with how many carry each."""
-    parts = []
-    for label in data.labels:
-        n = sum(bool(g[keys.mask(label)]) for g in data.graphs) \
-            if keys.mask(label) in data.graphs[0] else len(data)
-        parts.append(label if n == len(data) else f"{label} ({n}/{len(data)} structures)")
-    return ", ".join(parts)
+    counts, n = data.label_counts(), len(data)
+    return ", ".join(k if c == n else f"{k} ({c}/{n} structures)" for k, c in counts.items())
 
 
 def train(config: Config | str | Path, on_epoch_end: EpochHook | None = None):
