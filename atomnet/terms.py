@@ -86,6 +86,9 @@ class Term(nn.Module):
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     is_reference: bool = False
+    #: buffers older model files stored as one scalar for all elements (loaded broadcast
+    #: by the term's ``_load_from_state_dict``)
+    scalar_compatible: tuple[str, ...] = ()
     #: set by :func:`register`
     type_name: str = ""
 

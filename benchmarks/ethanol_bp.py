@@ -83,6 +83,8 @@ def main() -> None:
         config.output.dir = Path(args.out).resolve()
     if args.minutes:
         config.training.max_time_minutes = args.minutes
+    if args.stop_after:  # the schedule runs on the epochs; the clock only stops the run
+        config.training.max_time_minutes = None
     if args.ema:
         config.training.ema_decay = args.ema
     if args.no_ema:

@@ -181,6 +181,38 @@ def test_ema_weights_are_validated_saved_and_resumed_bit_exactly(tmp_path, data)
     assert c1.keys() == c2.keys() and all(torch.equal(c1[k], c2[k]) for k in c1)
 
 
+def test_checkpoints_are_throttled_but_written_on_interrupt_and_at_the_end(tmp_path, data):
+    """``output.checkpoint_seconds``: a crash loses the epochs since the last checkpoint
+    (none here: the interval is long); Ctrl-C between epochs and the end write one."""
+    def crash(epoch: int, entry: dict) -> None:
+        if epoch == 2:
+            raise RuntimeError("simulated crash")
+
+    def interrupt(epoch: int, entry: dict) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    for name, hook, expected in (("crash", crash, None), ("interrupt", interrupt, 2)):
+        path = write(tmp_path / name, data, epochs=4)
+        config = yaml.safe_load(path.read_text())
+        config["output"]["checkpoint_seconds"] = 1e6
+        path.write_text(yaml.safe_dump(config))
+        with pytest.raises((RuntimeError, KeyboardInterrupt)):
+            train(path, on_epoch_end=hook)
+        ckpt = tmp_path / name / "out" / "checkpoint.atomnet"
+        if expected is None:
+            assert not ckpt.exists()
+        else:
+            assert read_checkpoint(ckpt)[0]["state"]["epoch"] == expected
+        assert len(history(tmp_path / name / "out" / "metrics.csv")) == 2
+        result = train(path)  # resumes (or restarts) and writes the final checkpoint
+        assert read_checkpoint(ckpt)[0]["state"]["epoch"] == 4
+        rows = history(tmp_path / name / "out" / "metrics.csv")
+        assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+        assert [{k: v for k, v in r.items() if k != "time_s"} for r in rows] == \
+            [{k: v for k, v in h.items() if k != "time_s"} for h in result.state.history]
+
+
 # --- stage two -------------------------------------------------------------------
 
 
@@ -245,6 +277,23 @@ def test_model_files_with_a_scalar_scale_and_shift_still_load(tmp_path):
     pot.load_state_dict(state)
     assert torch.equal(bp.scale, torch.full((3,), 2.5))
     assert torch.equal(bp.shift, torch.full((3,), -0.5))
+    # and through a model file written that way (as atomnet 0.1 wrote them)
+    from safetensors.torch import save_file
+
+    path = atomnet.save(pot.double(), tmp_path / "new.atomnet")
+    with safe_open(str(path), framework="pt") as f:
+        metadata, saved = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    name = next(k for k in saved if k.endswith("short_range.scale"))
+    saved[name] = torch.tensor(2.5, dtype=torch.float64)
+    saved[name[:-len("scale")] + "shift"] = torch.tensor(-0.5, dtype=torch.float64)
+    save_file(saved, str(tmp_path / "old.atomnet"), metadata=metadata)
+    old = atomnet.load(tmp_path / "old.atomnet")
+    assert torch.equal(old.terms["short_range"].shift,
+                       torch.full((3,), -0.5, dtype=torch.float64))
+    atoms = methanol_frames(1)[0]
+    e_old = atomnet.Calculator(old).get_potential_energy(atoms)
+    e_new = atomnet.Calculator(pot).get_potential_energy(atoms)
+    assert e_old == pytest.approx(e_new, abs=1e-10)
 
 
 # --- data-parallel ------------------------------------------------------------------

@@ -187,6 +187,13 @@ def _file_index(f, path: Path) -> dict[str, tuple[list[int], str]]:
     return index
 
 
+def _scalar_compatible(skeleton, name: str, shape: list[int]) -> bool:
+    """A scalar in the file where the part now keeps one value per element, for a buffer
+    the part lists in ``scalar_compatible`` (files from before per-element values)."""
+    owner, _, leaf = name.rpartition(".")
+    return shape == [] and leaf in getattr(skeleton.get_submodule(owner), "scalar_compatible", ())
+
+
 def _check_index(index: dict, skeleton, path: Path) -> list[str]:
     """The tensors (names, shapes, dtypes) must be the meta model's state dict."""
     expected = skeleton.state_dict()
@@ -201,7 +208,7 @@ def _check_index(index: dict, skeleton, path: Path) -> list[str]:
                              f"({len(extra)} extra in all)")
     for name, tensor in expected.items():
         shape, dtype = index[name]
-        if shape != list(tensor.shape):
+        if shape != list(tensor.shape) and not _scalar_compatible(skeleton, name, shape):
             raise ModelFileError(f"{prefix} tensor {name!r} has shape {shape} in the file, "
                                  f"the recipe gives {list(tensor.shape)}")
         allowed = _ST_FLOATS if tensor.is_floating_point() else (_ST_DTYPES.get(tensor.dtype),)

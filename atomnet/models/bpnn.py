@@ -61,9 +61,11 @@ class BPNN(Term):
         self.register_buffer("scale", torch.ones(len(elements)))
         self.register_buffer("shift", torch.zeros(len(elements)))
 
+    scalar_compatible = ("scale", "shift")
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # files written before per-element statistics hold one scalar scale and shift
-        for name in ("scale", "shift"):
+        for name in self.scalar_compatible:
             value = state_dict.get(prefix + name)
             if value is not None and value.dim() == 0:
                 state_dict[prefix + name] = value.expand_as(getattr(self, name)).clone()

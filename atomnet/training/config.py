@@ -146,11 +146,16 @@ class OutputConfig:
 
     ``log_every``: print a summary line every this many epochs.
     ``progress``: show a tqdm progress bar.
+    ``checkpoint_seconds``: write ``checkpoint.atomnet`` after an epoch when this many
+    seconds have passed since the last one (0: after every epoch), and always after the
+    last epoch and when the run is interrupted (Ctrl-C). A run killed outright resumes
+    from the last checkpoint, losing at most this much work (resuming is exact).
     """
 
     dir: Path
     log_every: int = 10
     progress: bool = True
+    checkpoint_seconds: float = 60.0
 
 
 @dataclass
@@ -307,6 +312,7 @@ _RANGES = (
     ("training", "ensemble", lambda v: v >= 1, ">= 1"),
     ("data", "workers", lambda v: v >= 0, ">= 0"),
     ("output", "log_every", lambda v: v >= 1, ">= 1"),
+    ("output", "checkpoint_seconds", lambda v: v >= 0, ">= 0"),
 )
 
 #: keys of ``training.stage_two``

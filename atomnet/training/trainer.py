@@ -64,6 +64,12 @@ class Run:
     clock_origin: tuple[float, float] = (0.0, 0.0)
     #: rank 0's elapsed seconds at the last synchronisation (drives the schedule)
     elapsed: float = 0.0
+    #: epoch and time (monotonic) of the last checkpoint written
+    saved: tuple[int, float] = (-1, 0.0)
+    #: rows of metrics.csv written by this session (0: rewrite it)
+    csv_rows: int = 0
+    #: False while an epoch is under way (the weights are then between two states)
+    between_epochs: bool = True
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -273,17 +279,30 @@ def _entry(epoch: int, lr: float, seconds: float, train: dict, valid: dict | Non
     return entry
 
 
-def write_csv(history: list[dict], path: Path) -> None:
-    """All epochs so far as CSV (rewritten, so a resumed run has one clean file)."""
+def _columns(history: list[dict]) -> list[str]:
     columns: list[str] = []
     for entry in history:
         columns += [k for k in entry if k not in columns]
+    return columns
+
+
+def write_csv(history: list[dict], path: Path, rows_in_file: int = 0) -> int:
+    """All epochs so far as CSV. Rows are appended when the file already holds the
+    first ``rows_in_file`` of them with the same columns, else the file is rewritten
+    (so a resumed run has one clean file). Returns the rows now in the file."""
+    columns = _columns(history)
+    if 0 < rows_in_file < len(history) and path.is_file() and \
+            _columns(history[:rows_in_file]) == columns:
+        with open(path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=columns).writerows(history[rows_in_file:])
+        return len(history)
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
     tmp.replace(path)
+    return len(history)
 
 
 def _summary(entry: dict, total: int, best: bool) -> str:
@@ -317,10 +336,19 @@ def end_epoch(run: Run, epoch: int, train: dict, valid: dict | None, seconds: fl
     state.history.append(_entry(epoch, lr, seconds, train, valid))
     if run.world.main:
         run.outdir.mkdir(parents=True, exist_ok=True)
-        write_csv(state.history, run.outdir / "metrics.csv")
-        save_checkpoint(run.outdir / CHECKPOINT, run.potential, run.best_state, run.optimizer,
-                        run.scheduler, state, run.config.to_dict(), run.ema, run.world.size)
+        run.csv_rows = write_csv(state.history, run.outdir / "metrics.csv", run.csv_rows)
+        if time.monotonic() - run.saved[1] >= run.config.output.checkpoint_seconds:
+            checkpoint(run)
     return best
+
+
+def checkpoint(run: Run) -> None:
+    """Write the training state (rank 0; skipped when this epoch's is already written)."""
+    if not run.world.main or run.saved[0] == run.state.epoch:
+        return
+    save_checkpoint(run.outdir / CHECKPOINT, run.potential, run.best_state, run.optimizer,
+                    run.scheduler, run.state, run.config.to_dict(), run.ema, run.world.size)
+    run.saved = (run.state.epoch, time.monotonic())
 
 
 def _last_valid(history: list[dict]) -> str:
@@ -358,14 +386,28 @@ def fit(run: Run, on_epoch_end: EpochHook | None = None) -> None:
     # disable=None: the bar shows on a terminal only, so logs get the summary lines alone
     show = out.progress and run.world.main
     bar = tqdm(total=total, unit="batch", disable=None if show else True, leave=False)
+    run.saved = (run.state.epoch, time.monotonic())  # what the folder holds now
+    try:
+        _epochs(run, first, bar, on_epoch_end)
+    except KeyboardInterrupt:
+        if run.between_epochs:  # weights, optimizer and epoch agree: save them
+            checkpoint(run)
+        raise
+    checkpoint(run)
+
+
+def _epochs(run: Run, first: int, bar: tqdm, on_epoch_end: EpochHook | None) -> None:
+    t, out = run.config.training, run.config.output
     with bar:
         for epoch in range(first, t.epochs + 1):
             bar.set_description(f"epoch {epoch}/{t.epochs}{_last_valid(run.state.history)}")
             tick = time.monotonic()
+            run.between_epochs = False
             train, out_of_time = train_epoch(run, epoch, bar)
             valid = validate(run)
             seconds = time.monotonic() - tick
             best = end_epoch(run, epoch, train, valid, seconds)
+            run.between_epochs = True
             entry = run.state.history[-1]
             last = epoch == t.epochs or out_of_time
             if run.world.main and (epoch == first or epoch % out.log_every == 0 or last):
