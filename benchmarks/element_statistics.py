@@ -55,8 +55,9 @@ def main() -> None:
     args = parser.parse_args()
     for per_element in (True, False):
         rows = run(args.config, args.epochs, per_element)
-        print("per-element" if per_element else "global", "scale", [
-            f"{s:.3f}" for s in rows[0]["scale"]], "(energy scale per element, eV; RMS force in eV/Å)")
+        scales = [f"{s:.3f}" for s in rows[0]["scale"]]
+        print("per-element" if per_element else "global", "scale", scales,
+              "(energy scale per element, eV; the RMS force in eV/Å)")
         for r in rows:
             print(f"  epoch {r['epoch']:>3}: valid E MAE {r['energy_mae_per_atom']:8.2f} "
                   f"meV/atom, F MAE {r['forces_mae']:7.1f} meV/Å, loss {r['loss']:.4g}")
