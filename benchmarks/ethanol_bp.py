@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--ema", type=float, help="training.ema_decay")
     parser.add_argument("--no-ema", action="store_true", help="training.ema_decay: null")
     parser.add_argument("--no-speed", action="store_true", help="skip the call-speed part")
+    parser.add_argument("--weight-decay", type=float, help="training.weight_decay (AdamW)")
     args = parser.parse_args()
     config = load_config(args.config)
     if args.epochs:
@@ -89,6 +90,8 @@ def main() -> None:
         config.training.ema_decay = args.ema
     if args.no_ema:
         config.training.ema_decay = None
+    if args.weight_decay is not None:
+        config.training.weight_decay = args.weight_decay
     t = config.training
     print(f"threads {torch.get_num_threads()}; model {config.model}; epochs {t.epochs}, "
           f"batch {t.batch_size}, budget {t.max_time_minutes} min, stop after "
