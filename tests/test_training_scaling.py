@@ -216,6 +216,13 @@ def test_checkpoints_are_throttled_but_written_on_interrupt_and_at_the_end(tmp_p
 # --- stage two -------------------------------------------------------------------
 
 
+def test_plateau_refuses_warmup_when_the_config_is_read(tmp_path, data):
+    from atomnet.training import ConfigError
+
+    with pytest.raises(ConfigError, match="'plateau' does not combine with warmup_fraction"):
+        load_config(write(tmp_path, data, scheduler="plateau", warmup_fraction=0.1))
+
+
 def test_stage_two_replaces_the_loss_weights_and_scales_the_lr(tmp_path, data):
     path = write(tmp_path, data, energy_weight=1.0, forces_weight=10.0, scheduler="none",
                  stage_two={"start": 0.5, "lr_factor": 0.2, "energy_weight": 100.0})

@@ -326,6 +326,9 @@ def _check_ranges(cfg: Config, source: str) -> None:
         if not ok(value):
             raise ConfigError(f"{source}: {section}.{key} must be {what}, got {value!r}")
     t = cfg.training
+    if t.scheduler == "plateau" and (t.warmup_fraction > 0 or t.stage_two is not None):
+        raise ConfigError(f"{source}: training.scheduler 'plateau' does not combine with "
+                          f"warmup_fraction or stage_two")
     if t.stage_two is not None:
         unknown = sorted(set(t.stage_two) - set(STAGE_TWO_KEYS))
         if unknown:

@@ -14,6 +14,7 @@ plot and a metrics table. Only rank 0 writes files and logs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -133,11 +134,6 @@ def setup(config: Config, world: distributed.World | None = None) -> Run:
     world = world or distributed.World()
     _rank_device(config, world)
     t = config.training
-    if t.scheduler == "plateau" and (t.warmup_fraction > 0 or t.stage_two is not None):
-        from .config import ConfigError
-
-        raise ConfigError(f"{config.source or '<config>'}: training.scheduler 'plateau' "
-                          f"does not combine with warmup_fraction or stage_two")
     prepared = prepare(config)
     distributed.init(world, next(prepared.potential.parameters()).device)
     distributed.sync_parameters(world, prepared.potential)
@@ -254,8 +250,6 @@ def train_epoch(run: Run, epoch: int, bar: tqdm) -> tuple[dict[str, float], bool
 
 def _averaged(run: Run):
     """Context in which the parameters hold the EMA weights (a no-op without EMA)."""
-    import contextlib
-
     return run.ema.applied() if run.ema is not None else contextlib.nullcontext()
 
 
