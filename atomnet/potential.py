@@ -20,6 +20,7 @@ potential is built, so a mis-wired model fails in ``__init__`` naming the field.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -80,6 +81,7 @@ class Potential(nn.Module):
         #: {cutoff Å: triplet cutoff Å or None}: the integer pair lists graphs must carry
         self.pair_lists = _pair_lists([*self.stages.values(), *self.terms.values()])
         self.outputs = self._check_wiring()
+        self._leave_out: frozenset[str] = frozenset()
 
     @property
     def cutoff(self) -> float:
@@ -134,6 +136,22 @@ class Potential(nn.Module):
         if len(found) > 1:
             raise UsageError("a potential may hold only one reference-energy term")
         return found[0] if found else None
+
+    @property
+    def added_names(self) -> set[str]:
+        """Terms added on top of the fitted model (``fitted = False``, e.g. D3 with
+        ``mode: add``): left out under :meth:`as_fitted`."""
+        return {n for n, t in self.terms.items() if not getattr(t, "fitted", True)}
+
+    @contextmanager
+    def as_fitted(self) -> Iterator[Potential]:
+        """Within the block, evaluate only the terms fitted to reference labels
+        (leave out :attr:`added_names`): what training and ``atomnet evaluate`` use."""
+        old, self._leave_out = self._leave_out, frozenset(self.added_names)
+        try:
+            yield self
+        finally:
+            self._leave_out = old
 
     @property
     def reference_names(self) -> set[str]:
@@ -199,6 +217,8 @@ class Potential(nn.Module):
         contributions = {}
         total = None
         for name, term in self.terms.items():
+            if name in self._leave_out:
+                continue
             e = term(graph)
             contributions[name] = e
             total = e if total is None else total + e
@@ -238,13 +258,36 @@ class Potential(nn.Module):
                 for k in range(0, len(graphs), batch_size):
                     yield self.prepare(collate(graphs[k:k + batch_size]))
 
-        data = StatisticsData(graphs, residuals, batches)
         info: dict[str, float] = {}
-        for name, part in self._parts():
-            fit = getattr(part, "fit_statistics", None)
-            if fit is not None:
-                info.update({f"{name}.{k}": v for k, v in fit(data).items()})
+
+        def fit_all(parts, data):
+            for name, part in parts:
+                fit = getattr(part, "fit_statistics", None)
+                if fit is not None:
+                    info.update({f"{name}.{k}": v for k, v in fit(data).items()})
+
+        fit_all(self.stages.items(), StatisticsData(graphs, residuals, batches))
+        tails = self._analytic_energies(batches)
+        if tails is not None:  # the learned terms fit what the analytic tails leave
+            residuals = residuals - tails.to(residuals)
+        fit_all(self.terms.items(), StatisticsData(graphs, residuals, batches))
         return info
+
+    def _analytic_energies(self, batches) -> torch.Tensor | None:
+        """(n,) eV: the energy of the parameterless fitted terms (tails such as D3, ZBL,
+        Coulomb) on each training structure, or None when there are none."""
+        names = [n for n, t in self.terms.items()
+                 if n not in self.reference_names and n not in self.added_names
+                 and not any(True for _ in t.parameters())]
+        if not names:
+            return None
+        out = []
+        with torch.no_grad():
+            for graph in batches():
+                n = graph[keys.N_ATOMS].shape[0]
+                atomic = sum(self.terms[k](graph) for k in names)
+                out.append(sum_per_structure(atomic, graph[keys.BATCH], n))
+        return torch.cat(out).double().cpu()
 
     def extra_repr(self) -> str:
         return f"elements={self.elements}, pair lists (Å)={list(self.pair_lists)}"

@@ -86,6 +86,10 @@ class Term(nn.Module):
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     is_reference: bool = False
+    #: False for a term added on top of a model fitted without it (e.g. D3 with
+    #: ``mode: add`` when the reference data has no dispersion): left out of the
+    #: energies and forces compared with labels (training, ``atomnet evaluate``)
+    fitted: bool = True
     #: buffers older model files stored as one scalar for all elements (loaded broadcast
     #: by the term's ``_load_from_state_dict``)
     scalar_compatible: tuple[str, ...] = ()

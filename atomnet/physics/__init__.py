@@ -1,6 +1,7 @@
 """Analytical terms and stages beside the learned model (reference energies, charges)."""
 
-from .charges import FixedCharges, conserve_charge
+from .charges import FixedCharges, LearnedCharges, conserve_charge
 from .reference import AtomicReference
+from .repulsion import ZBL
 
-__all__ = ["AtomicReference", "FixedCharges", "conserve_charge"]
+__all__ = ["ZBL", "AtomicReference", "FixedCharges", "LearnedCharges", "conserve_charge"]

@@ -57,3 +57,74 @@ class FixedCharges(Term):
     def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raw = self.values[graph[keys.SPECIES]].to(graph[keys.POSITIONS].dtype)
         return {keys.CHARGES: conserve_charge(raw, graph)}
+
+
+@register("learned_charges")
+class LearnedCharges(Term):
+    """Charges q_i = q_raw,i − (Σ_b q_raw − Q_b)/N_b from a small per-element network.
+
+    q_raw,i = NN_Z((G_i − μ)/σ) + q0_Z on Behler–Parrinello symmetry functions G_i of
+    the atom's own neighbourhood (cutoff Å), so any model family can carry it; the
+    total charge Q_b of each structure (``atoms.info["charge"]``) is conserved exactly
+    by neutral redistribution (:func:`conserve_charge`). Trained through the energy
+    terms that read the charges (Coulomb) and against reference dipoles/charges.
+    μ, σ are set from training data by :meth:`fit_statistics`.
+    """
+
+    kind = "stage"
+    writes = (keys.CHARGES,)
+
+    def __init__(
+        self,
+        elements: Sequence[str],
+        cutoff: float = 5.0,
+        angular_cutoff: float = 3.5,
+        n_radial: int = 8,
+        n_angular_radial: int = 4,
+        n_angle_sections: int = 4,
+        zeta: float = 14.1,
+        hidden: Sequence[int] = (32, 32),
+        activation: str = "silu",
+    ):
+        from ..descriptors import SymmetryFunctions
+        from ..nn import ElementMLP
+
+        super().__init__()
+        self.hparams = {
+            "cutoff": float(cutoff), "angular_cutoff": float(angular_cutoff),
+            "n_radial": int(n_radial), "n_angular_radial": int(n_angular_radial),
+            "n_angle_sections": int(n_angle_sections), "zeta": float(zeta),
+            "hidden": [int(h) for h in hidden], "activation": str(activation),
+        }
+        self.descriptor = SymmetryFunctions(
+            len(elements), cutoff, min(angular_cutoff, cutoff), n_radial, n_angular_radial,
+            n_angle_sections, zeta, "polynomial")
+        self.pair_cutoff = float(cutoff)
+        self.triplet_cutoff = self.descriptor.triplet_cutoff
+        self.reads = (*self.descriptor.reads, keys.BATCH, keys.N_ATOMS, keys.TOTAL_CHARGE)
+        n = self.descriptor.n_features
+        self.net = ElementMLP(len(elements), n, hidden, activation)
+        self.register_buffer("feature_mean", torch.zeros(n))
+        self.register_buffer("feature_std", torch.ones(n))
+        self.q0 = torch.nn.Parameter(torch.zeros(len(elements)))
+        with torch.no_grad():  # start near neutral atoms: small raw charges (≲ 0.1 e)
+            self.net.weights[-1].mul_(0.1)
+            self.net.biases[-1].zero_()
+
+    def recipe(self) -> dict:
+        return dict(self.hparams)
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        species = graph[keys.SPECIES]
+        x = (self.descriptor(graph) - self.feature_mean) / self.feature_std
+        raw = self.net(x, species) + self.q0[species]
+        return {keys.CHARGES: conserve_charge(raw, graph)}
+
+    @torch.no_grad()
+    def fit_statistics(self, data) -> dict[str, float]:
+        from ..models.statistics import feature_statistics
+
+        mean, std = feature_statistics(self.descriptor, data.batches())
+        self.feature_mean.copy_(mean.to(self.feature_mean))
+        self.feature_std.copy_(std.to(self.feature_std))
+        return {"n_features": float(mean.numel())}
