@@ -61,6 +61,12 @@ EXAMPLES = {
     "fixed_charges": {"stages": [
         {"name": "charges", "type": "fixed_charges", "charges": {"H": 0.4, "C": -0.2, "O": -0.6}},
     ]},
+    "learned_charges": {"stages": [
+        {"name": "charges", "type": "learned_charges", "cutoff": 4.0, "angular_cutoff": 3.0,
+         "n_radial": 4, "n_angular_radial": 2, "n_angle_sections": 2, "zeta": 8.0,
+         "hidden": [5], "activation": "tanh"},
+    ]},
+    "zbl": {"terms": [{"name": "repulsion", "type": "zbl", "inner": 0.3, "outer": 0.7}]},
     CONSTANT: {"terms": [{"name": "constant", "type": CONSTANT}]},
 }
 
