@@ -93,7 +93,8 @@ class Conversion:
         return self.length
 
     def factor(self, label: str) -> float:
-        """Factor for the label ``energy``, ``forces``, ``stress`` or ``dipole``."""
+        """Factor for the label ``energy``, ``forces``, ``stress``, ``dipole`` or
+        ``charges`` (in e whatever the units: 1)."""
         return {"energy": self.energy, "forces": self.force, "stress": self.stress,
-                "dipole": self.dipole}[label]
+                "dipole": self.dipole, "charges": 1.0}[label]
 

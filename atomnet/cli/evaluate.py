@@ -12,7 +12,7 @@ from ..dtypes import resolve_dtype
 from ..errors import UsageError
 from ..io import load
 from ..structures import StructureError, get_label, read_structures
-from ..training.data import build_graphs, labels_present, make_set
+from ..training.data import build_graphs, labels_present, make_set, outputs_of, predictable
 from ..training.evaluation import evaluate_set
 from ..training.metrics import format_table
 from ..training.prepare import resolve_device
@@ -20,9 +20,12 @@ from ..training.prepare import resolve_device
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="errors of a model on a labelled data file",
-                       description="Energy (per structure and per atom) and force errors, meV.")
+                       description="Energy (per structure and per atom), force and stress "
+                       "errors in meV units; dipole (me·Å) and charge (me) errors for a model "
+                       "with charges.")
     p.add_argument("model", help="a .atomnet model file")
-    p.add_argument("data", help="structures with energy (and forces) labels, e.g. test.xyz")
+    p.add_argument("data", help="structures with energy (and forces, stress, dipole, "
+                   "charges) labels, e.g. test.xyz")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto (default cpu)")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--batch-size", type=int, default=32)
@@ -31,10 +34,12 @@ def add_parser(sub) -> None:
 
 
 def evaluate_file(potential, path: Path, device, dtype, batch_size: int) -> dict[str, float]:
-    """Metrics (meV units, see :mod:`atomnet.training.metrics`) of ``potential`` on ``path``.
+    """Metrics (milli-units, see :mod:`atomnet.training.metrics`) of ``potential`` on ``path``.
 
-    Labels are per structure: force and stress errors count the structures that carry
-    them (stress only on 3-D periodic cells); structures without an energy are skipped.
+    Labels are per structure: force, stress, dipole and charge errors count the
+    structures that carry them (stress only on 3-D periodic cells; dipoles and charges
+    only for a model with charges, else a note says they are ignored); structures
+    without an energy are skipped.
     """
     frames = read_structures(path)
     idx = [k for k, atoms in enumerate(frames) if get_label(atoms, "energy") is not None]
@@ -43,7 +48,9 @@ def evaluate_file(potential, path: Path, device, dtype, batch_size: int) -> dict
     if len(idx) < len(frames):
         print(f"note: {len(frames) - len(idx)} structure(s) without an energy label skipped")
     chosen = [frames[i] for i in idx]
-    labels = labels_present(chosen)
+    labels, ignored = predictable(labels_present(chosen), outputs_of(potential))
+    for label in ignored:
+        print(f"note: {label} labels ignored: the model predicts no charges")
     e0 = potential.reference.e0.detach().double().cpu().clone()
     potential.to(device=device, dtype=dtype).eval()
     graphs = build_graphs(potential, chosen, labels, str(path), idx)

@@ -15,17 +15,25 @@ from ..neighbors import neighbor_pairs, pair_distances, pairs_to_graph
 from .errors import StructureError, where
 from .validate import check_overlap, validate_atoms
 
-#: labels a graph can carry, with their shape per structure (None = per atom)
+#: labels a graph can carry, with their shape per structure; a shape that starts with None
+#: is per atom (None stands for the structure's atom count)
 LABEL_SHAPES = {
     keys.ENERGY: (),
-    keys.FORCES: None,
+    keys.FORCES: (None, 3),
     keys.STRESS: (3, 3),
     keys.DIPOLE: (3,),
+    keys.CHARGES: (None,),
 }
 
 
+def per_atom(key: str) -> bool:
+    """Whether label ``key`` has one row per atom (forces, charges)."""
+    shape = LABEL_SHAPES[key]
+    return bool(shape) and shape[0] is None
+
+
 def get_label(atoms: Atoms, key: str) -> np.ndarray | None:
-    """Read label ``key`` (energy, forces, stress, dipole) from ``atoms``.
+    """Read label ``key`` (energy, forces, stress, dipole, charges) from ``atoms``.
 
     Looks in ``atoms.calc.results`` (ASE ≥ 3.23 readers) and then in
     ``atoms.info`` / ``atoms.arrays`` (older files). Stress in Voigt (6,) form is
@@ -55,16 +63,17 @@ def get_label(atoms: Atoms, key: str) -> np.ndarray | None:
 
 
 def label_shape(key: str, n_atoms: int) -> tuple[int, ...]:
-    """Shape of label ``key`` in one structure's graph: (n_atoms, 3) per atom, else (1, …)."""
+    """Shape of label ``key`` in one structure's graph: (n_atoms, …) per atom (forces
+    (n_atoms, 3), charges (n_atoms,)), else (1, …)."""
     shape = LABEL_SHAPES[key]
-    return (n_atoms, 3) if shape is None else (1, *shape)
+    return (n_atoms, *shape[1:]) if per_atom(key) else (1, *shape)
 
 
 def _labels(atoms: Atoms, require: Sequence[str], source, index) -> dict[str, torch.Tensor]:
     """Labels ``ref_<key>`` found on ``atoms``; each optional one (all but energy) with
     its mask ``ref_<key>_mask`` = [True] (datasets pad the structures lacking it)."""
     out = {}
-    for key, shape in LABEL_SHAPES.items():
+    for key in LABEL_SHAPES:
         value = get_label(atoms, key)
         if value is None:
             if key in require:
@@ -76,7 +85,9 @@ def _labels(atoms: Atoms, require: Sequence[str], source, index) -> dict[str, to
                     f"{note})"
                 )
             continue
-        expected = (len(atoms), 3) if shape is None else shape
+        expected = label_shape(key, len(atoms))
+        if not per_atom(key):
+            expected = expected[1:]
         if value.shape != expected:
             raise StructureError(
                 f"{where(source, index)}: '{key}' has shape {value.shape}, expected {expected}"
@@ -84,7 +95,7 @@ def _labels(atoms: Atoms, require: Sequence[str], source, index) -> dict[str, to
         if not np.all(np.isfinite(value)):
             raise StructureError(f"{where(source, index)}: '{key}' contains NaN or inf")
         tensor = torch.as_tensor(value, dtype=torch.float64)
-        out[keys.ref(key)] = tensor if shape is None else tensor.unsqueeze(0)
+        out[keys.ref(key)] = tensor if per_atom(key) else tensor.unsqueeze(0)
         if key != keys.ENERGY:
             out[keys.mask(key)] = torch.ones(1, dtype=torch.bool)
     return out

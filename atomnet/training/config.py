@@ -95,7 +95,13 @@ class TrainingConfig:
     """Optimiser, schedule and loss weights.
 
     Loss = energy_weight·MSE(ΔE/N) [eV²/atom²] + forces_weight·MSE(ΔF) [eV²/Å²]
-    + stress_weight·MSE(Δσ) [eV²/Å⁶]; terms without labels are left out.
+    + stress_weight·MSE(Δσ) [eV²/Å⁶] + dipole_weight·MSE(Δμ) [e²Å², per component]
+    + charges_weight·MSE(Δq) [e², per atom]; terms without labels are left out, and the
+    dipole and charge terms need a model that predicts charges (``model.physics.charges``).
+    The default dipole_weight 10 = forces_weight makes 1 e·Å of dipole error weigh as
+    1 eV/Å of force error (0.01 e·Å ~ 10 meV/Å, errors of a good fit of each);
+    charges_weight 1 is lower, so that where both are given the dipole (an observable)
+    wins over a charge partition (Hirshfeld, Mulliken, …) that need not reproduce it.
     ``scheduler``: ``cosine`` (to lr·min_lr_factor over the run), ``plateau``
     (halve the lr after ``scheduler_patience`` epochs without improvement) or ``none``.
     The cosine schedule is a closed-form function of the run's progress: the fraction
@@ -108,7 +114,8 @@ class TrainingConfig:
     ``ema_decay``: keep an exponential moving average of the weights (e.g. 0.99–0.999,
     per optimizer step); validation, the best model and the saved model use it.
     ``stage_two``: an optional final stage, ``{start: 0.75, lr_factor: 0.1,
-    energy_weight: ..., forces_weight: ..., stress_weight: ...}``: from that fraction
+    energy_weight: ..., forces_weight: ..., stress_weight: ..., dipole_weight: ...,
+    charges_weight: ...}``: from that fraction
     of the run on, the learning rate is scaled by ``lr_factor`` and the loss weights
     given replace the main ones (MACE's "stage two").
     ``ensemble``: train a committee of this many models differing in seed (and so in
@@ -126,6 +133,8 @@ class TrainingConfig:
     energy_weight: float = 1.0
     forces_weight: float = 10.0
     stress_weight: float = 1.0
+    dipole_weight: float = 10.0
+    charges_weight: float = 1.0
     grad_clip: float | None = 10.0
     seed: int = 0
     device: str = "cpu"
@@ -301,6 +310,8 @@ _RANGES = (
     ("training", "energy_weight", lambda v: v >= 0, ">= 0"),
     ("training", "forces_weight", lambda v: v >= 0, ">= 0"),
     ("training", "stress_weight", lambda v: v >= 0, ">= 0"),
+    ("training", "dipole_weight", lambda v: v >= 0, ">= 0"),
+    ("training", "charges_weight", lambda v: v >= 0, ">= 0"),
     ("training", "weight_decay", lambda v: v >= 0, ">= 0"),
     ("training", "min_lr_factor", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("training", "scheduler_patience", lambda v: v >= 1, ">= 1"),
@@ -316,7 +327,8 @@ _RANGES = (
 )
 
 #: keys of ``training.stage_two``
-STAGE_TWO_KEYS = ("start", "lr_factor", "energy_weight", "forces_weight", "stress_weight")
+STAGE_TWO_KEYS = ("start", "lr_factor", "energy_weight", "forces_weight", "stress_weight",
+                  "dipole_weight", "charges_weight")
 
 
 def _check_ranges(cfg: Config, source: str) -> None:
@@ -342,9 +354,10 @@ def _check_ranges(cfg: Config, source: str) -> None:
         if not 0 < factor <= 1:
             raise ConfigError(f"{source}: training.stage_two.lr_factor must be in (0, 1], "
                               f"got {factor!r}")
-        for key in ("energy_weight", "forces_weight", "stress_weight"):
+        for key in STAGE_TWO_KEYS[2:]:
             if key in t.stage_two and not t.stage_two[key] >= 0:
-                raise ConfigError(f"{source}: training.stage_two.{key} must be >= 0")
+                raise ConfigError(f"{source}: training.stage_two.{key} must be >= 0, "
+                                  f"got {t.stage_two[key]!r}")
     if t.energy_weight == t.forces_weight == t.stress_weight == 0:
         raise ConfigError(
             f"{source}: training.energy_weight, forces_weight and stress_weight are all 0"

@@ -2,8 +2,10 @@
 
 Frames are converted to eV and Å once, when read (:func:`read_frames`, from the
 config's ``data.energy_unit``/``data.length_unit``). Labels are per structure:
-when any structure of a set carries forces or stress, every graph of the set
-carries the field (zeros where absent) and its mask ``ref_<label>_mask``.
+when any structure of a set carries forces, stress, a dipole or charges, every
+graph of the set carries the field (zeros where absent) and its mask
+``ref_<label>_mask``. Dipoles and charges are kept only for a potential that
+predicts them (:func:`predictable`).
 
 A :class:`GraphSet` holds each structure's graph (on the training device and
 dtype) and its *residual* reference energy E_ref − Σ E0 in float64, so that
@@ -33,7 +35,11 @@ from .config import ConfigError
 from .sources import DbSource, is_database
 
 #: labels the trainer can fit, in loss order
-FIT_LABELS = ("energy", "forces", "stress")
+FIT_LABELS = ("energy", "forces", "stress", "dipole", "charges")
+#: labels a structure may lack (masked where absent)
+OPTIONAL_LABELS = FIT_LABELS[1:]
+#: labels that need an output of the potential besides the energy: label -> output
+NEEDS_OUTPUT = {"dipole": keys.DIPOLE, "charges": keys.CHARGES}
 
 
 @dataclass
@@ -44,14 +50,26 @@ class StructureTable:
     n_atoms: np.ndarray  # int64
     has_forces: np.ndarray  # bool
     has_stress: np.ndarray  # bool
+    has_dipole: np.ndarray  # bool
+    has_charges: np.ndarray  # bool
+
+    @classmethod
+    def of(cls, weight: np.ndarray, n_atoms: np.ndarray,
+           has: dict[str, np.ndarray]) -> StructureTable:
+        """From the flags ``has`` {label: (n,) bool} (a label absent: no structure has it)."""
+        none = np.zeros(len(weight), bool)
+        return cls(weight, n_atoms, *(has.get(k, none) for k in OPTIONAL_LABELS))
 
     def denominators(self, batch: list[int]) -> dict[str, float]:
         """The loss terms' denominators over the structures ``batch`` (the same sums as
-        :func:`~atomnet.training.losses.loss_sums` forms from the batch's graphs)."""
-        w = self.weight[batch]
+        :func:`~atomnet.training.losses.loss_sums` forms from the batch's graphs):
+        weighted structures, or atoms for the per-atom labels, that carry the label."""
+        w, n = self.weight[batch], self.n_atoms[batch]
         return {"energy": float(w.sum()),
-                "forces": float((w * self.n_atoms[batch] * self.has_forces[batch]).sum()),
-                "stress": float((w * self.has_stress[batch]).sum())}
+                "forces": float((w * n * self.has_forces[batch]).sum()),
+                "stress": float((w * self.has_stress[batch]).sum()),
+                "dipole": float((w * self.has_dipole[batch]).sum()),
+                "charges": float((w * n * self.has_charges[batch]).sum())}
 
 
 @dataclass
@@ -64,7 +82,7 @@ class GraphSet:
             for each label but energy, its mask ``ref_*_mask`` (1,) bool.
         residuals: (n,) float64 eV, reference energy minus the sum of E0s.
         labels: the labels some structure carries, e.g. ``("energy", "forces")``
-            (energy: every structure).
+            (energy: every structure; dipole/charges only for a potential with charges).
         frames: the ASE structures (for writing the split to disk).
     """
 
@@ -85,16 +103,14 @@ class GraphSet:
     def structure_table(self) -> StructureTable:
         """Per-structure weights, atom counts and label flags (for loss denominators)."""
         def flags(label: str) -> np.ndarray:
-            if label not in self.labels:
-                return np.zeros(len(self), bool)
             if keys.mask(label) not in self.graphs[0]:
                 return np.ones(len(self), bool)
             return np.array([bool(g[keys.mask(label)]) for g in self.graphs])
 
-        return StructureTable(
+        return StructureTable.of(
             np.array([float(g[keys.WEIGHT].sum()) for g in self.graphs]),
             np.array([int(g[keys.N_ATOMS].sum()) for g in self.graphs]),
-            flags("forces"), flags("stress"))
+            {k: flags(k) for k in OPTIONAL_LABELS if k in self.labels})
 
     def label_counts(self) -> dict[str, int]:
         """{label: number of structures carrying it} for each of ``labels``."""
@@ -118,14 +134,14 @@ def relabel(
     and converted into eV and Å by ``units`` (positions and cell too).
 
     Returns copies carrying the labels in a single-point calculator; the input is
-    not modified. Frames without a given label simply lack it; a dipole label is
-    carried (converted) as well. With standard names and units the frames are
-    returned as they are.
+    not modified. Frames without a given label simply lack it; dipole and charges
+    labels are carried (the dipole converted) as well. With standard names and units
+    the frames are returned as they are.
     """
     units = units or Conversion()
     if units.identity and all(k == v for k, v in names.items()):
         return list(frames)
-    names = {"dipole": "dipole", **names}
+    names = {"dipole": "dipole", "charges": "charges", **names}
     out = []
     for atoms in frames:
         results = {}
@@ -174,13 +190,27 @@ def missing_energy(where: str, atoms: Atoms, name: str) -> StructureError:
 
 
 def labels_present(frames: Sequence[Atoms]) -> tuple[str, ...]:
-    """Labels to fit: energy, plus forces/stress when *any* frame carries them
-    (stress only counts on 3-D periodic frames). Frames lacking one are masked."""
+    """Labels to fit: energy, plus forces/stress/dipole/charges when *any* frame carries
+    them (stress only counts on 3-D periodic frames). Frames lacking one are masked."""
     out = ["energy"]
-    for key in ("forces", "stress"):
+    for key in OPTIONAL_LABELS:
         if any(get_label(a, key) is not None for a in frames):
             out.append(key)
     return tuple(out)
+
+
+def outputs_of(potential) -> tuple[str, ...]:
+    """The outputs ``potential`` declares (``energy`` alone when it declares none)."""
+    return tuple(getattr(potential, "outputs", (keys.ENERGY,)))
+
+
+def predictable(
+    labels: Sequence[str], outputs: Sequence[str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the ``labels`` a potential with ``outputs`` can be compared with, those it
+    cannot): dipoles and charges need a potential that predicts charges."""
+    kept = tuple(k for k in labels if NEEDS_OUTPUT.get(k, keys.ENERGY) in outputs)
+    return kept, tuple(k for k in labels if k not in kept)
 
 
 def elements_of(frames: Sequence[Atoms]) -> list[str]:

@@ -9,6 +9,7 @@ residual was formed in float64, so float32 models lose no energy precision.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ import torch
 from .. import keys
 from ..derivatives import evaluate
 from ..nn import sum_per_structure
+from ..potential import Potential
 from .data import GraphSet, batch_order
 from .losses import LossWeights, Prediction, Reference, compute_loss
 from .metrics import ErrorAccumulator
@@ -34,11 +36,19 @@ def residual_energy(
 def predict(
     potential: torch.nn.Module, graph: dict, labels: Sequence[str], create_graph: bool
 ) -> Prediction:
-    """Residual energies (and forces/stress when among ``labels``) for a batch."""
+    """Residual energies (and forces/stress/dipoles/charges when among ``labels``) for a
+    batch. Dipoles and charges come from the forward pass of a potential with charges.
+    Terms added on top of the fitted model (e.g. D3 with ``mode: add``) are left out:
+    the labels do not contain them (:meth:`atomnet.Potential.as_fitted`)."""
     forces, stress = "forces" in labels, "stress" in labels
-    res = evaluate(potential, graph, forces=forces, stress=stress, create_graph=create_graph)
+    fitted = potential.as_fitted() if isinstance(potential, Potential) else nullcontext()
+    with fitted:
+        res = evaluate(potential, graph, forces=forces, stress=stress,
+                       create_graph=create_graph)
     energy = residual_energy(res.contributions, graph, potential.reference_names)
-    return Prediction(energy, res.forces, res.stress)
+    return Prediction(energy, res.forces, res.stress,
+                      res.dipole if "dipole" in labels else None,
+                      res.charges if "charges" in labels else None)
 
 
 def reference(graph: dict, residuals: torch.Tensor, labels: Sequence[str]) -> Reference:
@@ -53,6 +63,8 @@ def reference(graph: dict, residuals: torch.Tensor, labels: Sequence[str]) -> Re
 
     forces, forces_mask = label("forces")
     stress, stress_mask = label("stress")
+    dipole, dipole_mask = label("dipole")
+    charges, charges_mask = label("charges")
     return Reference(
         energy=residuals.to(device=device, dtype=dtype),
         n_atoms=graph[keys.N_ATOMS],
@@ -62,6 +74,10 @@ def reference(graph: dict, residuals: torch.Tensor, labels: Sequence[str]) -> Re
         stress=stress,
         forces_mask=forces_mask,
         stress_mask=stress_mask,
+        dipole=dipole,
+        charges=charges,
+        dipole_mask=dipole_mask,
+        charges_mask=charges_mask,
     )
 
 

@@ -1,14 +1,17 @@
-"""Weighted loss on energies per atom, force components and stress.
+"""Weighted loss on energies per atom, force components, stress, dipoles and charges.
 
     L = w_E · Σ_b w_b (ΔE_b / N_b)² / Σ_b w_b                     [eV²/atom²]
       + w_F · Σ_i w_b(i) |ΔF_i|² / (3 Σ_i w_b(i))                  [eV²/Å²]
       + w_σ · Σ_b w_b |Δσ_b|² / (9 Σ_b w_b)                        [eV²/Å⁶]
+      + w_μ · Σ_b w_b |Δμ_b|² / (3 Σ_b w_b)                        [e²Å²]
+      + w_q · Σ_i w_b(i) Δq_i² / Σ_i w_b(i)                        [e²]
 
 with w_b the per-structure ``weight`` (``atoms.info["weight"]``, default 1).
-Labels are per structure: the force and stress sums run over the structures
-whose mask (``ref_forces_mask``, ``ref_stress_mask``) is set, so a batch
-averages over its labelled atoms/structures only (a batch without any gives
-a zero term). Terms whose labels are absent, or whose weight is 0, are left out.
+Labels are per structure: the force, stress, dipole and charge sums run over the
+structures whose mask (``ref_<label>_mask``) is set, so a batch averages over its
+labelled atoms/structures only (a batch without any gives a zero term). Terms whose
+labels are absent (or, for dipoles and charges, that the model does not predict), or
+whose weight is 0, are left out.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class Prediction(NamedTuple):
     energy: torch.Tensor  # (B,) eV, E − Σ E0
     forces: torch.Tensor | None = None  # (N, 3) eV/Å
     stress: torch.Tensor | None = None  # (B, 3, 3) eV/Å³
+    dipole: torch.Tensor | None = None  # (B, 3) e·Å (models with charges)
+    charges: torch.Tensor | None = None  # (N,) e (models with charges)
 
 
 class Reference(NamedTuple):
@@ -40,10 +45,16 @@ class Reference(NamedTuple):
     stress: torch.Tensor | None = None  # (B, 3, 3) eV/Å³ (zeros where not labelled)
     forces_mask: torch.Tensor | None = None  # (B,) bool, structures with forces; None: all
     stress_mask: torch.Tensor | None = None  # (B,) bool, structures with stress; None: all
+    dipole: torch.Tensor | None = None  # (B, 3) e·Å (zeros where not labelled)
+    charges: torch.Tensor | None = None  # (N,) e (zeros where not labelled)
+    dipole_mask: torch.Tensor | None = None  # (B,) bool, structures with a dipole; None: all
+    charges_mask: torch.Tensor | None = None  # (B,) bool, structures with charges; None: all
 
-    def atom_mask(self) -> torch.Tensor | None:
-        """(N,) bool: atoms whose structure has force labels (None: all)."""
-        return None if self.forces_mask is None else self.forces_mask[self.batch]
+    def atom_mask(self, label: str = "forces") -> torch.Tensor | None:
+        """(N,) bool: atoms whose structure carries the per-atom ``label`` (forces or
+        charges; None: all)."""
+        mask = getattr(self, f"{label}_mask")
+        return None if mask is None else mask[self.batch]
 
 
 class LossTerms(NamedTuple):
@@ -53,15 +64,20 @@ class LossTerms(NamedTuple):
     energy: torch.Tensor | None
     forces: torch.Tensor | None
     stress: torch.Tensor | None
+    dipole: torch.Tensor | None = None
+    charges: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the energy-per-atom, force and stress terms."""
+    """Weights of the energy-per-atom, force, stress, dipole and charge terms (defaults:
+    those of :class:`~atomnet.training.config.TrainingConfig`)."""
 
     energy: float = 1.0
     forces: float = 10.0
     stress: float = 1.0
+    dipole: float = 10.0
+    charges: float = 1.0
 
 
 class TrainingError(AtomnetError, RuntimeError):
@@ -69,7 +85,7 @@ class TrainingError(AtomnetError, RuntimeError):
 
 
 #: the loss terms, in the order of :func:`loss_sums`' denominators
-TERMS = ("energy", "forces", "stress")
+TERMS = ("energy", "forces", "stress", "dipole", "charges")
 
 
 def _weighted_sum(
@@ -89,7 +105,8 @@ def loss_sums(
     pred: Prediction, ref: Reference, weights: LossWeights
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Each term's (numerator, denominator): the weighted sum of squared errors and the
-    weighted count (structures, force-labelled atoms, stress-labelled structures).
+    weighted count (structures, force-labelled atoms, stress-labelled structures,
+    dipole-labelled structures, charge-labelled atoms).
 
     The term is numerator / denominator; a data-parallel run sums the denominators
     over ranks first, so that every rank's share adds up to the global mean."""
@@ -104,6 +121,11 @@ def loss_sums(
                                       ref.atom_mask())
     if weights.stress > 0 and pred.stress is not None and ref.stress is not None:
         out["stress"] = _weighted_sum((pred.stress - ref.stress) ** 2, w, ref.stress_mask)
+    if weights.dipole > 0 and pred.dipole is not None and ref.dipole is not None:
+        out["dipole"] = _weighted_sum((pred.dipole - ref.dipole) ** 2, w, ref.dipole_mask)
+    if weights.charges > 0 and pred.charges is not None and ref.charges is not None:
+        out["charges"] = _weighted_sum((pred.charges - ref.charges) ** 2, w[ref.batch],
+                                       ref.atom_mask("charges"))
     return out
 
 
@@ -125,7 +147,7 @@ def combine(
         total = part if total is None else total + part
     if total is None:
         raise ValueError("no loss term: every weight is 0 or every label absent")
-    return LossTerms(total, terms["energy"], terms["forces"], terms["stress"])
+    return LossTerms(total, *(terms[k] for k in TERMS))
 
 
 def compute_loss(pred: Prediction, ref: Reference, weights: LossWeights) -> LossTerms:

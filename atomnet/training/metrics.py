@@ -1,14 +1,17 @@
-"""Error metrics accumulated over batches, in meV units, and a text table.
+"""Error metrics accumulated over batches, in milli-units (meV, me·Å, me), and a text table.
 
 Keys of :meth:`ErrorAccumulator.compute` (absent when the label is absent):
 ``energy_mae``/``energy_rmse`` (meV per structure), ``energy_mae_per_atom``/
 ``energy_rmse_per_atom`` (meV/atom), ``forces_mae``/``forces_rmse`` (meV/Å, over
-components), ``stress_mae``/``stress_rmse`` (meV/Å³, over components), ``loss``
-(the weighted training loss, eV² units) and ``n_structures``.
+components), ``stress_mae``/``stress_rmse`` (meV/Å³, over components),
+``dipole_mae``/``dipole_rmse`` (me·Å = 10⁻³ e·Å, over the dipole's Cartesian
+components), ``charges_mae``/``charges_rmse`` (me = 10⁻³ e, per atom), ``loss``
+(the weighted training loss, eV² units) and ``n_structures``. Dipole and charge
+errors need a potential with charges (:attr:`atomnet.Potential.outputs`).
 
-Force and stress errors count only the structures that carry the label (the
-masks ``ref_forces_mask``/``ref_stress_mask``); a metric with no labelled
-structure in the whole set is absent, never NaN.
+Force, stress, dipole and charge errors count only the structures that carry the
+label (the masks ``ref_<label>_mask``); a metric with no labelled structure in the
+whole set is absent, never NaN.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 
 from .losses import LossTerms, Prediction, Reference
 
+#: eV → meV (and e·Å → me·Å, e → me: every metric is in milli-units)
 MEV = 1000.0
 
 
@@ -54,11 +58,12 @@ def _select(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 class ErrorAccumulator:
-    """Collects errors batch by batch; :meth:`compute` gives MAE/RMSE in meV units."""
+    """Collects errors batch by batch; :meth:`compute` gives MAE/RMSE in milli-units."""
 
     def __init__(self) -> None:
         self.energy, self.energy_per_atom = _Errors(), _Errors()
         self.forces, self.stress = _Errors(), _Errors()
+        self.dipole, self.charges = _Errors(), _Errors()
         self.loss_sum, self.loss_n = 0.0, 0
 
     def update(self, pred: Prediction, ref: Reference, loss: LossTerms | None = None) -> None:
@@ -69,11 +74,16 @@ class ErrorAccumulator:
             self.forces.add(_select(pred.forces.detach() - ref.forces, ref.atom_mask()))
         if pred.stress is not None and ref.stress is not None:
             self.stress.add(_select(pred.stress.detach() - ref.stress, ref.stress_mask))
+        if pred.dipole is not None and ref.dipole is not None:
+            self.dipole.add(_select(pred.dipole.detach() - ref.dipole, ref.dipole_mask))
+        if pred.charges is not None and ref.charges is not None:
+            self.charges.add(_select(pred.charges.detach() - ref.charges,
+                                     ref.atom_mask("charges")))
         if loss is not None:
             self.loss_sum += float(loss.total.detach()) * len(e_err)
             self.loss_n += len(e_err)
 
-    _PARTS = ("energy", "energy_per_atom", "forces", "stress")
+    _PARTS = ("energy", "energy_per_atom", "forces", "stress", "dipole", "charges")
 
     def add_loss(self, loss: float, n_structures: int) -> None:
         """Count a batch's loss (already global in a data-parallel run) for
@@ -94,7 +104,7 @@ class ErrorAccumulator:
         out: dict[str, float] = {"n_structures": float(self.energy.n)}
         if self.loss_n:
             out["loss"] = self.loss_sum / self.loss_n
-        for name in ("energy", "energy_per_atom", "forces", "stress"):
+        for name in self._PARTS:
             errors = getattr(self, name)
             if errors.n:
                 base = name.replace("_per_atom", "")
@@ -115,6 +125,10 @@ COLUMNS = (
     ("forces_rmse", "F RMSE meV/Å"),
     ("stress_mae", "S MAE meV/Å³"),
     ("stress_rmse", "S RMSE meV/Å³"),
+    ("dipole_mae", "μ MAE me·Å"),
+    ("dipole_rmse", "μ RMSE me·Å"),
+    ("charges_mae", "q MAE me"),
+    ("charges_rmse", "q RMSE me"),
 )
 
 

@@ -34,6 +34,8 @@ from .data import (
     elements_of,
     labels_present,
     make_set,
+    outputs_of,
+    predictable,
     read_frames,
     split_indices,
 )
@@ -71,6 +73,9 @@ class Prepared:
     e0_source: str
     statistics: dict[str, float]
     split: dict[str, list[int]]
+    #: labels the training data carry that the potential cannot be fitted to (dipoles or
+    #: charges without a charges stage), left out of every set
+    ignored: tuple[str, ...] = ()
 
 
 def seed_everything(seed: int) -> None:
@@ -143,7 +148,7 @@ def prepare(config: Config) -> Prepared:
     if not frames["train"]:
         raise ConfigError(f"{config.data.train}: no training structures left after the split")
     potential = build_potential(config, elements_of(frames["train"]))
-    fitted = labels_present(frames["train"])
+    fitted, ignored = predictable(labels_present(frames["train"]), outputs_of(potential))
     # labels are per structure (masked where absent); a set without any structure
     # carrying a label (e.g. a valid file without forces) leaves it out altogether
     labels = {name: tuple(k for k in fitted if k in labels_present(f))
@@ -160,6 +165,8 @@ def prepare(config: Config) -> Prepared:
     potential.reference.set(e0s)
     e0 = potential.reference.e0
     energies = torch.cat([g[keys.ref("energy")] for g in graphs["train"]])
+    # in float64, as the graphs are: stages (e.g. learned charges) run on them meanwhile
+    potential.double()
     stats = potential.fit_statistics(graphs["train"], energies - e0_sums(graphs["train"], e0))
     device, dtype = resolve_device(config.training.device), resolve_dtype(config.training.dtype)
     sets = {
@@ -168,7 +175,7 @@ def prepare(config: Config) -> Prepared:
     }
     potential.to(device=device, dtype=dtype)
     data = Datasets(sets["train"], sets.get("valid"), sets.get("test"))
-    return Prepared(potential, data, e0s, e0_source, stats, split)
+    return Prepared(potential, data, e0s, e0_source, stats, split, ignored)
 
 
 def scan_splits(config: Config) -> tuple[dict[str, tuple[StructureFile, Scan]], dict]:
@@ -201,7 +208,7 @@ def _prepare_streaming(config: Config) -> Prepared:
     if not split["train"]:
         raise ConfigError(f"{config.data.train}: no training structures left after the split")
     potential = build_potential(config, train_scan.elements(split["train"]))
-    fitted = train_scan.labels(split["train"])
+    fitted, ignored = predictable(train_scan.labels(split["train"]), outputs_of(potential))
     labels = {name: tuple(k for k in fitted if k in files[name][1].labels(idx))
               for name, idx in split.items() if idx}
     for name in labels:
@@ -224,13 +231,14 @@ def _prepare_streaming(config: Config) -> Prepared:
         pass
     composition = CompositionGraphs(train_scan, chosen, potential.elements)
     residuals = torch.from_numpy(train_scan.energies[chosen]) - e0_sums(composition, e0)
+    potential.double()  # as the graphs are (see prepare)
     stats = potential.fit_statistics(graphs, residuals)
     device, dtype = resolve_device(config.training.device), resolve_dtype(config.training.dtype)
     sets = {name: StreamingSet(name, ds, files[name][1], e0, device, dtype, workers)
             for name, ds in datasets.items()}
     potential.to(device=device, dtype=dtype)
     data = Datasets(sets["train"], sets.get("valid"), sets.get("test"))
-    return Prepared(potential, data, e0s, e0_source, stats, split)
+    return Prepared(potential, data, e0s, e0_source, stats, split, ignored)
 
 
 def write_split(prepared: Prepared, outdir: Path, train_file: Path) -> None:

@@ -34,7 +34,14 @@ from .. import keys
 from ..structures import check_elements, collate, get_label, to_device, validate_atoms
 from ..structures.graph import _info_number, atoms_to_graph
 from ..units import Conversion
-from .data import StructureTable, build_graphs, e0_sums, missing_energy, relabel
+from .data import (
+    OPTIONAL_LABELS,
+    StructureTable,
+    build_graphs,
+    e0_sums,
+    missing_energy,
+    relabel,
+)
 from .sources import Source, open_source
 
 #: training structures the normalisation statistics are computed from (a seeded subset
@@ -71,7 +78,8 @@ class StructureFile:
 class Scan:
     """What one pass over a file keeps per structure (n structures, Z elements seen).
 
-    n_atoms: (n,) int64. energies: (n,) float64 eV. has: {"forces"/"stress": (n,) bool}.
+    n_atoms: (n,) int64. energies: (n,) float64 eV. has: {label: (n,) bool} for each
+    optional label (forces, stress, dipole, charges).
     weights: (n,) float64 per-structure loss weights (``info["weight"]``, default 1).
     numbers: (Z,) atomic numbers seen, ascending; counts: (n, Z) int32 atoms of each.
     """
@@ -85,8 +93,9 @@ class Scan:
     weights: np.ndarray
 
     def labels(self, indices: Sequence[int]) -> tuple[str, ...]:
-        """Energy, plus forces/stress when any of the structures ``indices`` carries them."""
-        return ("energy", *(k for k in ("forces", "stress") if self.has[k][indices].any()))
+        """Energy, plus each optional label (forces, stress, dipole, charges) that any of
+        the structures ``indices`` carries."""
+        return ("energy", *(k for k in OPTIONAL_LABELS if self.has[k][indices].any()))
 
     def label_counts(self, indices: Sequence[int], labels: Sequence[str]) -> dict[str, int]:
         return {k: int(self.has[k][indices].sum()) if k in self.has else len(indices)
@@ -116,7 +125,7 @@ def scan(file: StructureFile) -> Scan:
     n = len(file)
     n_atoms, energies = np.zeros(n, np.int64), np.zeros(n, np.float64)
     weights = np.ones(n, np.float64)
-    has = {k: np.zeros(n, bool) for k in ("forces", "stress")}
+    has = {k: np.zeros(n, bool) for k in OPTIONAL_LABELS}
     columns: dict[int, int] = {}
     counts = np.zeros((n, 0), np.int32)
     for k, atoms in enumerate(file.iterate()):
@@ -328,10 +337,9 @@ class StreamingSet:
     def structure_table(self) -> StructureTable:
         """Per-structure weights, atom counts and label flags (for loss denominators)."""
         idx = self.dataset.indices
-        has = {k: self.scan.has[k][idx] if k in self.labels else np.zeros(len(idx), bool)
-               for k in ("forces", "stress")}
-        return StructureTable(self.scan.weights[idx], self.scan.n_atoms[idx],
-                              has["forces"], has["stress"])
+        return StructureTable.of(self.scan.weights[idx], self.scan.n_atoms[idx],
+                                 {k: self.scan.has[k][idx] for k in self.labels if k in
+                                  self.scan.has})
 
     @property
     def frames(self) -> Sequence[Atoms]:

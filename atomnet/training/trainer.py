@@ -137,7 +137,7 @@ def setup(config: Config, world: distributed.World | None = None) -> Run:
     prepared = prepare(config)
     distributed.init(world, next(prepared.potential.parameters()).device)
     distributed.sync_parameters(world, prepared.potential)
-    weights = LossWeights(t.energy_weight, t.forces_weight, t.stress_weight)
+    weights = LossWeights(*(getattr(t, f"{k}_weight") for k in TERMS))
     optimizer, scheduler = make_optimizer(prepared.potential, config)
     split = {k: list(v) for k, v in prepared.split.items()}
     run = Run(config, prepared, optimizer, scheduler, weights, TrainState(split=split),
@@ -304,7 +304,9 @@ def _summary(entry: dict, total: int, best: bool) -> str:
     text += f"train loss {entry['train_loss']:.3e}"
     for key, label, unit in (("valid_loss", "valid loss", ""),
                              ("valid_energy_mae_per_atom", "E MAE", " meV/atom"),
-                             ("valid_forces_mae", "F MAE", " meV/Å")):
+                             ("valid_forces_mae", "F MAE", " meV/Å"),
+                             ("valid_dipole_mae", "μ MAE", " me·Å"),
+                             ("valid_charges_mae", "q MAE", " me")):
         if key in entry:
             value = entry[key]
             text += f"  {label} {value:.3e}" if not unit else f"  {label} {value:.2f}{unit}"
@@ -354,6 +356,8 @@ def _last_valid(history: list[dict]) -> str:
         parts.append(f"E {entry['valid_energy_mae_per_atom']:.2f} meV/atom")
     if "valid_forces_mae" in entry:
         parts.append(f"F {entry['valid_forces_mae']:.1f} meV/Å")
+    if "valid_dipole_mae" in entry:
+        parts.append(f"μ {entry['valid_dipole_mae']:.1f} me·Å")
     return f" [valid {', '.join(parts)}]" if parts else ""
 
 
@@ -459,6 +463,26 @@ def finish(run: Run) -> TrainResult:
     return TrainResult(path, metrics, run.state)
 
 
+def label_notes(prepared: Prepared, weights: LossWeights) -> list[str]:
+    """Lines saying which dipole/charge labels are not fitted, and why (never silent)."""
+    notes = []
+    labels = prepared.data.train.labels
+    for label in prepared.ignored:
+        notes.append(f"note: the training data carry {label} labels but the model predicts "
+                     f"no charges: they are ignored (give the model "
+                     f"physics: {{charges: learned}} to fit them)")
+    for label in ("dipole", "charges"):
+        if label in labels and getattr(weights, label) == 0:
+            notes.append(f"note: {label} labels are evaluated but not fitted "
+                         f"(training.{label}_weight is 0)")
+    outputs = getattr(prepared.potential, "outputs", ())
+    if "charges" in outputs and not {"dipole", "charges"} & set(labels):
+        notes.append("note: the model predicts charges but no training structure carries a "
+                     "dipole or charges label: the charges are trained only through the "
+                     "energy terms that use them, if any")
+    return notes
+
+
 def _label_counts(data) -> str:
     """``energy, forces (12/20 structures)``: labels of a set, with how many carry each."""
     counts, n = data.label_counts(), len(data)
@@ -489,6 +513,8 @@ def train(config: Config | str | Path, on_epoch_end: EpochHook | None = None):
                 f"{len(p.data.valid) if p.data.valid else 0} validation, "
                 f"{len(p.data.test) if p.data.test else 0} test; "
                 f"labels {_label_counts(p.data.train)}")
+            for note in label_notes(p, run.weights):
+                log(note)
             log(f"E0s {p.e0_source}: " + ", ".join(f"{s} {v:.4f} eV" for s, v in p.e0s.items()))
             if world.distributed:
                 log(f"data-parallel: {world.size} processes × batch {config.training.batch_size}"
