@@ -275,10 +275,17 @@ class Potential(nn.Module):
 
     def _analytic_energies(self, batches) -> torch.Tensor | None:
         """(n,) eV: the energy of the parameterless fitted terms (tails such as D3, ZBL,
-        Coulomb) on each training structure, or None when there are none."""
+        Coulomb between fixed charges) on each training structure, or None when there are
+        none. Terms that read what a learned stage writes (Coulomb between learned
+        charges) are left out: their energy is not known before training."""
+        learned = set()  # fields written by stages with weights (learned charges)
+        for stage in self.stages.values():
+            if any(True for _ in stage.parameters()):
+                learned |= set(getattr(stage, "writes", ()))
         names = [n for n, t in self.terms.items()
                  if n not in self.reference_names and n not in self.added_names
-                 and not any(True for _ in t.parameters())]
+                 and not any(True for _ in t.parameters())
+                 and not learned & set(getattr(t, "reads", ()))]
         if not names:
             return None
         out = []

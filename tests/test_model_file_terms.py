@@ -66,6 +66,11 @@ EXAMPLES = {
          "n_radial": 4, "n_angular_radial": 2, "n_angle_sections": 2, "zeta": 8.0,
          "hidden": [5], "activation": "tanh"},
     ]},
+    "coulomb": {
+        "stages": [{"name": "charges", "type": "fixed_charges",
+                    "charges": {"H": 0.4, "C": -0.2, "O": -0.6}}],
+        "terms": [{"name": "coulomb", "type": "coulomb", "damping": "switch", "r_on": 1.5,
+                   "r_off": 4.0, "method": "pme", "real_space_cutoff": 6.0}]},
     "zbl": {"terms": [{"name": "repulsion", "type": "zbl", "inner": 0.3, "outer": 0.7}]},
     CONSTANT: {"terms": [{"name": "constant", "type": CONSTANT}]},
 }
