@@ -71,6 +71,9 @@ EXAMPLES = {
                     "charges": {"H": 0.4, "C": -0.2, "O": -0.6}}],
         "terms": [{"name": "coulomb", "type": "coulomb", "damping": "switch", "r_on": 1.5,
                    "r_off": 4.0, "method": "pme", "real_space_cutoff": 6.0}]},
+    "d3bj": {"terms": [{"name": "dispersion", "type": "d3bj", "functional": "pbe",
+                        "three_body": True, "cutoff": 8.0, "cn_cutoff": 6.0,
+                        "three_body_cutoff": 5.0}]},
     "zbl": {"terms": [{"name": "repulsion", "type": "zbl", "inner": 0.3, "outer": 0.7}]},
     CONSTANT: {"terms": [{"name": "constant", "type": CONSTANT}]},
 }
