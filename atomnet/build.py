@@ -60,6 +60,22 @@ def _charges_stage(options: Any, elements: list[str], cutoff: float) -> Term:
                      f"per-element charges such as {{Na: 1.0, Cl: -1.0}}; got {options!r}")
 
 
+#: physics.dispersion.mode → whether the term is part of the fitted energy
+DISPERSION_MODES = {
+    "add": False,       # the reference data has no dispersion: fit without D3, add it on top
+    "subtract": True,   # the reference data contains D3: fit the network to E_ref − E_D3
+}
+
+
+def _dispersion_mode(mode: Any) -> bool:
+    if mode not in DISPERSION_MODES:
+        raise UsageError(
+            "physics.dispersion.mode must be given: 'add' when the reference data has no "
+            "dispersion (D3 is added on top of the fitted model), 'subtract' when it already "
+            f"contains D3 (the network fits what D3 leaves); got {mode!r}")
+    return DISPERSION_MODES[mode]
+
+
 def physics_parts(
     physics: Mapping, elements: list[str], cutoff: float
 ) -> tuple[dict[str, Term], dict[str, Term]]:
@@ -93,9 +109,11 @@ def physics_parts(
         if method not in methods:
             raise UsageError(f"physics.{name}.method must be one of {sorted(methods)}, "
                              f"got {method!r}")
-        if name == "dispersion" and "three_body" not in options:
-            raise UsageError("physics.dispersion.three_body must be given explicitly "
-                             "(true or false): D3 libraries differ in their default")
+        if name == "dispersion":
+            if "three_body" not in options:
+                raise UsageError("physics.dispersion.three_body must be given explicitly "
+                                 "(true or false): D3 libraries differ in their default")
+            options["fitted"] = _dispersion_mode(options.pop("mode", None))
         terms[label] = build_term({"type": methods[method], **options}, elements)
     return stages, terms
 

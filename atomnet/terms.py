@@ -133,19 +133,28 @@ def register(name: str):
 
 
 def term_recipe(term: nn.Module) -> dict[str, Any]:
-    """``{"type": ..., **kwargs}`` of a registered term; raises for unregistered modules."""
+    """``{"type": ..., **kwargs}`` of a registered term; raises for unregistered modules.
+    A term added on top of the fitted model also records ``"fitted": false``."""
     name = getattr(term, "type_name", "")
     if TERMS.get(name) is not type(term):
         raise UsageError(
             f"{type(term).__name__} is not a registered term type, so it cannot be saved "
             f"and rebuilt; decorate it with @atomnet.terms.register(name)"
         )
-    return {"type": name, **term.recipe()}
+    extra = {} if getattr(term, "fitted", True) else {"fitted": False}
+    return {"type": name, **term.recipe(), **extra}
+
+
+#: recipe keys every term accepts besides its own options: ``fitted`` (bool, default
+#: true; false for a term added on top of a model fitted without it, see ``Term.fitted``)
+COMMON_OPTIONS = ("fitted",)
 
 
 def allowed_options(cls: type) -> set[str]:
-    """Keyword arguments a term type accepts in its recipe (``elements`` excluded)."""
-    return set(inspect.signature(cls.__init__).parameters) - {"self", "elements"}
+    """Keys a term type accepts in its recipe (``elements`` excluded), the
+    :data:`COMMON_OPTIONS` included."""
+    return (set(inspect.signature(cls.__init__).parameters) - {"self", "elements"}) \
+        | set(COMMON_OPTIONS)
 
 
 def build_term(recipe: Mapping[str, Any], elements: Sequence[str]) -> Term:
@@ -163,7 +172,13 @@ def build_term(recipe: Mapping[str, Any], elements: Sequence[str]) -> Term:
         raise UsageError(
             f"unknown option(s) {sorted(unknown)} for type {kind!r}; allowed: {sorted(allowed)}"
         )
+    fitted = options.pop("fitted", True)
+    if not isinstance(fitted, bool):
+        raise UsageError(f"type {kind!r}: 'fitted' must be true or false, got {fitted!r}")
     try:
-        return cls(elements=list(elements), **options)
+        term = cls(elements=list(elements), **options)
     except TypeError as exc:  # e.g. a missing required option
         raise UsageError(f"type {kind!r}: {exc}") from exc
+    if not fitted:
+        term.fitted = False
+    return term

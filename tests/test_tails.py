@@ -175,7 +175,10 @@ def test_learned_charges_are_invariant_and_differentiable():
 # --- build and model files --------------------------------------------------
 @pytest.mark.parametrize("physics, message", [
     ({"gravity": {}}, "unknown physics section"),
-    ({"dispersion": {"method": "d3bj", "functional": "pbe"}}, "three_body must be given"),
+    ({"dispersion": {"method": "d3bj", "functional": "pbe", "mode": "add"}},
+     "three_body must be given"),
+    ({"dispersion": {"functional": "pbe", "three_body": False}}, "mode must be given"),
+    ({"dispersion": {"three_body": False, "mode": "on top"}}, "mode must be given"),
     ({"repulsion": {"method": "lj"}}, "must be one of"),
     ({"charges": "fitted"}, "must be 'learned'"),
     ({"charges": {"H": 0.4, "C": -0.4}}, "missing"),
@@ -225,3 +228,27 @@ def test_added_terms_are_left_out_when_comparing_with_labels():
     assert set(fitted["contributions"]) == {"kept"}
     assert float(full) > float(fitted["energy"]) > 0.0
     assert pot.added_names == {"zbl"}
+
+
+def test_dispersion_mode_add_is_recorded_and_left_out_of_the_fitted_energy(tmp_path):
+    physics = {"dispersion": {"method": "d3bj", "functional": "pbe", "three_body": False,
+                              "mode": "add", "cutoff": 10.0, "cn_cutoff": 8.0}}
+    pot = atomnet.build({"type": "bpnn", "hidden": [8], "physics": physics}, ELEMENTS)
+    assert pot.added_names == {"dispersion"}
+    saved = atomnet.load(atomnet.save(pot, tmp_path / "add.atomnet"))
+    assert saved.added_names == {"dispersion"}
+    assert {"name": "dispersion", "fitted": False}.items() <= \
+        saved.recipe()["terms"][-1].items()
+    subtract = atomnet.build({"type": "bpnn", "hidden": [8], "physics": {
+        "dispersion": {**physics["dispersion"], "mode": "subtract"}}}, ELEMENTS)
+    assert subtract.added_names == set()
+    # what training compares with labels: without the added term
+    from atomnet.training.evaluation import predict
+
+    pot = pot.double()
+    graph = atomnet.structures.collate([pot.graph(make_ethanol())])
+    with_d3 = float(pot(graph)["energy"])
+    fitted = predict(pot, graph, ("energy", "forces"), create_graph=False)
+    d3 = float(pot(graph)["contributions"]["dispersion"].sum())
+    assert d3 < -0.01  # ethanol's D3 energy is about −0.1 eV
+    assert float(fitted.energy) == pytest.approx(with_d3 - d3, abs=1e-9)
