@@ -252,3 +252,54 @@ def test_dispersion_mode_add_is_recorded_and_left_out_of_the_fitted_energy(tmp_p
     d3 = float(pot(graph)["contributions"]["dispersion"].sum())
     assert d3 < -0.01  # ethanol's D3 energy is about −0.1 eV
     assert float(fitted.energy) == pytest.approx(with_d3 - d3, abs=1e-9)
+
+
+# --- the kit, with every tail switched on ------------------------------------------
+def all_tails_potential() -> atomnet.Potential:
+    torch.manual_seed(0)
+    pot = atomnet.build({"type": "bpnn", "hidden": [16], "physics": {
+        "coulomb": {"charges": {"learned": {"hidden": [8]}}, "r_on": 1.0, "r_off": 3.0,
+                    "real_space_cutoff": 5.0},
+        "dispersion": {"method": "d3bj", "functional": "pbe", "three_body": False,
+                       "mode": "add", "cutoff": 9.0, "cn_cutoff": 7.0},
+        "repulsion": {"method": "zbl", "outer": 1.0},
+    }}, ELEMENTS, cutoff=4.0)
+    with torch.no_grad():  # clearly charged atoms, so Coulomb matters
+        pot.stages["charges"].q0.copy_(torch.tensor([0.35, -0.3, -0.6]))
+    return pot
+
+
+def test_the_battery_passes_with_every_tail(water_box):
+    pot = all_tails_potential()
+    molecule_ = make_ethanol()
+    molecule_.positions *= 0.85  # C–H ≈ 0.93 Å: inside the (outer = 1.0) ZBL windows
+    calc = atomnet.Calculator(pot, dtype="float64")
+    for atoms in (molecule_, water_box):
+        atoms = atoms.copy()
+        atoms.calc = calc
+        atoms.get_potential_energy()
+        parts = calc.results["contributions"]
+        # every tail contributes (ZBL's window reaches the bonds here: outer = 1.0)
+        assert abs(parts["coulomb"]) > 1e-2 and parts["dispersion"] < -1e-2
+        assert parts["repulsion"] > 1e-2
+    results = testing.run_all(pot, molecule=molecule_, periodic=water_box,
+                              separability_gap=1e5)
+    assert set(results) >= {"forces_fd", "stress_fd", "hessian_fd", "invariance",
+                            "separability", "no_cross_talk"}
+
+
+def test_learned_charges_keep_far_apart_fragments_neutral():
+    """Charge moves only between neighbours: a neutral fragment far from the rest of
+    its structure keeps exactly zero net charge (separable energies)."""
+    pot = all_tails_potential()
+    a, b = make_ethanol(), molecule("H2O")
+    b.positions += [40.0, 0.0, 0.0]
+    both = a + b
+    for total in (0.0, 1.0):
+        both.info["charge"] = total
+        both.calc = atomnet.Calculator(pot, dtype="float64")
+        q = both.get_charges()
+        assert abs(q.sum() - total) < 1e-12
+        spread = total / len(both)  # a charged structure spreads its charge evenly
+        assert abs(q[:len(a)].sum() - spread * len(a)) < 1e-12
+        assert abs(q[len(a):].sum() - spread * len(b)) < 1e-12

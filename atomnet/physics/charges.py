@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from .. import keys
+from ..descriptors import polynomial_cutoff
 from ..errors import UsageError
 from ..nn import sum_per_structure
 from ..terms import Term, register
@@ -61,14 +62,21 @@ class FixedCharges(Term):
 
 @register("learned_charges")
 class LearnedCharges(Term):
-    """Charges q_i = q_raw,i − (Σ_b q_raw − Q_b)/N_b from a small per-element network.
+    """Charges from local charge transfer between neighbours, conserved exactly and locally.
 
-    q_raw,i = NN_Z((G_i − μ)/σ) + q0_Z on Behler–Parrinello symmetry functions G_i of
-    the atom's own neighbourhood (cutoff Å), so any model family can carry it; the
-    total charge Q_b of each structure (``atoms.info["charge"]``) is conserved exactly
-    by neutral redistribution (:func:`conserve_charge`). Trained through the energy
-    terms that read the charges (Coulomb) and against reference dipoles/charges.
-    μ, σ are set from training data by :meth:`fit_statistics`.
+        χ_i = NN_Z((G_i − μ)/σ) + χ0_Z            (a learned electronegativity, e)
+        q_i = Σ_j f_c(r_ij) (χ_j − χ_i) + Q_b / N_b
+
+    with G_i Behler–Parrinello symmetry functions of the atom's own neighbourhood
+    (``cutoff`` Å, so any model family can carry the head) and f_c the C² polynomial
+    cutoff. Every transfer term is antisymmetric in i, j, so the charges of each
+    structure sum to its total charge Q_b (``atoms.info["charge"]``) exactly, *and* a
+    neutral fragment far from the rest keeps exactly zero net charge: energies stay
+    separable (a uniform redistribution of a global excess would move charge between
+    fragments at any distance). A charged structure spreads Q_b evenly (the only
+    non-local part). Trained through the energy terms that read the charges (Coulomb)
+    and against reference dipoles/charges. μ, σ are set by :meth:`fit_statistics`;
+    ``q0`` holds χ0.
     """
 
     kind = "stage"
@@ -101,7 +109,9 @@ class LearnedCharges(Term):
             n_angle_sections, zeta, "polynomial")
         self.pair_cutoff = float(cutoff)
         self.triplet_cutoff = self.descriptor.triplet_cutoff
-        self.reads = (*self.descriptor.reads, keys.BATCH, keys.N_ATOMS, keys.TOTAL_CHARGE)
+        self.pairs = keys.pairs(self.pair_cutoff)
+        self.reads = (*self.descriptor.reads, self.pairs.lengths, keys.BATCH, keys.N_ATOMS,
+                      keys.TOTAL_CHARGE)
         n = self.descriptor.n_features
         self.net = ElementMLP(len(elements), n, hidden, activation)
         self.register_buffer("feature_mean", torch.zeros(n))
@@ -117,8 +127,14 @@ class LearnedCharges(Term):
     def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         species = graph[keys.SPECIES]
         x = (self.descriptor(graph) - self.feature_mean) / self.feature_std
-        raw = self.net(x, species) + self.q0[species]
-        return {keys.CHARGES: conserve_charge(raw, graph)}
+        chi = self.net(x, species) + self.q0[species]
+        i, j = graph[self.pairs.index]
+        flow = polynomial_cutoff(graph[self.pairs.lengths], self.pair_cutoff) \
+            * (chi.index_select(0, j) - chi.index_select(0, i))
+        local = chi.new_zeros(chi.shape[0]).index_add(0, i, flow)
+        batch, n_atoms = graph[keys.BATCH], graph[keys.N_ATOMS]
+        spread = graph[keys.TOTAL_CHARGE].to(chi) / n_atoms.to(chi)
+        return {keys.CHARGES: local + spread[batch]}
 
     @torch.no_grad()
     def fit_statistics(self, data) -> dict[str, float]:
