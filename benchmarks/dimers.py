@@ -4,8 +4,8 @@ Reads ``../shared/data/botnet/ethanol/test_dimers.xyz`` (UHF-PBE/def2-SVP curves
 0.35–5 Å) and evaluates each model given on every frame. For each curve it reports
 whether the model is repulsive at short range (the energy falls monotonically from
 the shortest distance to its minimum) and how many local minima it has (a DFT
-binding curve has one); and it plots model against DFT, energies relative to the
-isolated atoms (E0s of the model, isolated-atom DFT energies of the data).
+binding curve has one); and it plots model against DFT, each curve relative to its
+value at the largest distance (4.3–5 Å), so that shapes compare.
 
     OMP_NUM_THREADS=1 python benchmarks/dimers.py runs/eth_tails/model.atomnet \\
         runs/eth_plain/model.atomnet --labels "BP + tails" "BP" \\
@@ -27,7 +27,7 @@ from ase.io import read
 import atomnet
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "botnet" / "ethanol"
-PAIRS = ("HH", "CH", "HO", "CC", "CO", "OO")
+PAIRS = ("HH", "HC", "HO", "CC", "CO", "OO")
 
 
 def curves(path: Path) -> dict[str, list]:
@@ -46,13 +46,15 @@ def local_minima(e: np.ndarray) -> int:
     return int(np.sum((d[:-1] < 0) & (d[1:] > 0)))
 
 
-def repulsive(e: np.ndarray) -> bool:
-    """Energy falls monotonically from the shortest distance to the curve's minimum."""
-    k = int(np.argmin(e))
-    return bool(k > 0 and np.all(np.diff(e[:k + 1]) < 0))
+def repulsive(e: np.ndarray, r: np.ndarray, r_min: float) -> bool:
+    """Repulsive at short range: above the dissociated limit at the shortest distance,
+    and falling monotonically from there to ``r_min`` (the DFT minimum)."""
+    inside = r <= r_min
+    return bool(e[0] > e[-1] and np.all(np.diff(e[inside]) < 0))
 
 
 def model_curve(potential, frames, e0s: dict[str, float], fitted: bool) -> np.ndarray:
+    """Model energies (eV) minus the E0s along a curve, as fitted or in full."""
     calc = atomnet.Calculator(potential, dtype="float64")
     out = []
     for atoms in frames:
@@ -73,16 +75,13 @@ def main() -> None:
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument("--labels", nargs="*")
     parser.add_argument("--data", type=Path, default=DATA / "test_dimers.xyz")
-    parser.add_argument("--atoms", type=Path, default=DATA / "isolated_atoms.xyz")
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
     labels = args.labels or [p.parent.name for p in args.models]
-    dft_e0 = {a.get_chemical_symbols()[0]: a.get_potential_energy()
-              for a in read(args.atoms, ":")}
     data = curves(args.data)
     results = {}
-    print("| model | pair | repulsive at short range | local minima (DFT) | "
-          "E at shortest r, model / DFT (eV) | r_min model / DFT (Å) |")
+    print("| model | pair | repulsive inside the DFT minimum | local minima (DFT: 1) | "
+          "E(r_shortest) − E(r_max), model / DFT (eV) | deepest minimum at, model / DFT (Å) |")
     print("|---|---|---|---|---|---|")
     for path, label in zip(args.models, labels):
         potential = atomnet.load(path)
@@ -90,14 +89,18 @@ def main() -> None:
         for pair in PAIRS:
             frames = data[pair]
             r = np.array([a.get_distance(0, 1) for a in frames])
-            dft = np.array([a.get_potential_energy() - sum(dft_e0[s] for s in
-                            a.get_chemical_symbols()) for a in frames])
+            dft = np.array([a.get_potential_energy() for a in frames])
+            dft = dft - dft[-1]  # relative to the most distant frame: binding curves
             fitted = model_curve(potential, frames, e0s, fitted=True)
+            fitted = fitted - fitted[-1]
             full = model_curve(potential, frames, e0s, fitted=False) \
                 if potential.added_names else None
+            if full is not None:
+                full = full - full[-1]
             results[(label, pair)] = (r, dft, fitted, full)
-            print(f"| {label} | {pair} | {'yes' if repulsive(fitted) else 'NO'} | "
-                  f"{local_minima(fitted)} ({local_minima(dft)}) | "
+            ok = repulsive(fitted, r, r[np.argmin(dft)])
+            print(f"| {label} | {pair} | {'yes' if ok else 'NO'} | "
+                  f"{local_minima(fitted)} | "
                   f"{fitted[0]:.1f} / {dft[0]:.1f} | "
                   f"{r[np.argmin(fitted)]:.2f} / {r[np.argmin(dft)]:.2f} |")
     if args.plot:
@@ -117,7 +120,7 @@ def main() -> None:
             ax.axhline(0.0, color="grey", lw=0.5)
             ax.set_title(pair)
             ax.set_xlabel("r (Å)")
-            ax.set_ylabel("E − ΣE0 (eV)")
+            ax.set_ylabel("E(r) − E(r_max) (eV)")
         axes.flat[0].legend(fontsize=8)
         fig.tight_layout()
         args.plot.parent.mkdir(parents=True, exist_ok=True)
