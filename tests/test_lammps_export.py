@@ -19,7 +19,7 @@ import atomnet
 from atomnet.cli.main import main
 from atomnet.errors import UsageError
 from atomnet.lammps.export import export, load_exported
-from atomnet.physics import FixedCharges
+from atomnet.physics import Coulomb, FixedCharges
 
 ELEMENTS = ["H", "C", "O"]
 
@@ -139,12 +139,26 @@ def test_a_domain_without_some_element_and_without_pairs(tmp_path):
 
 def test_only_bp_models_export(tmp_path):
     pot = _potential()
-    charged = atomnet.Potential(dict(pot.terms), ELEMENTS,
-                                stages={"charges": FixedCharges(ELEMENTS, {"H": 0.4, "C": -0.2,
-                                                                           "O": -0.8})})
-    with pytest.raises(UsageError, match="charges"):
-        export(charged, tmp_path / "x.pt")
+    stages = {"charges": FixedCharges(ELEMENTS, {"H": 0.4, "C": -0.2, "O": -0.8})}
+    coulomb = atomnet.Potential({**pot.terms, "coulomb": Coulomb(ELEMENTS)}, ELEMENTS,
+                                stages=stages)
+    with pytest.raises(UsageError, match="charges.*coulomb"):
+        export(coulomb, tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_charge_head_for_dipoles_only_is_left_out(tmp_path):
+    """Charges that no energy term reads do not change the energy: the export drops them
+    and gives the ASE calculator's energies and forces."""
+    pot = _potential()
+    dipoles = atomnet.Potential(dict(pot.terms), ELEMENTS, stages={
+        "charges": FixedCharges(ELEMENTS, {"H": 0.4, "C": -0.2, "O": -0.8})})
+    module = torch.jit.load(str(export(dipoles, tmp_path / "q.pt")))
+    atoms = molecule("CH3CH2OH")
+    atoms.calc = atomnet.Calculator(dipoles)
+    energies, forces, _ = _run(module, atoms, dipoles.cutoff)
+    assert energies.sum() == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
+    np.testing.assert_allclose(forces, atoms.get_forces(), rtol=0, atol=1e-10)
 
 
 def test_cli_export(tmp_path, capsys):

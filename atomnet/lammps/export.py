@@ -12,7 +12,8 @@ energies and applies −∂E/∂positions to every atom, ghosts included (LAMMPS
 forces back and takes the virial from f·r). Attributes: ``elements``, ``cutoff`` (Å),
 ``num_interactions`` (1: no message passing), ``dtype``, ``atomnet_version``.
 
-Exportable: the BP model (``bpnn``) plus the per-element references ``e0``. Other parts
+Exportable: the BP model (``bpnn``) plus the per-element references ``e0``, and stages
+whose fields no energy term reads (a charge head for dipoles only: left out). Other parts
 raise :class:`~atomnet.errors.UsageError` naming them. TorchScript is deprecated in
 torch 2.13 (``torch.jit.script`` warns) but is what libtorch's C++ loader reads; the
 warning is silenced here.
@@ -175,8 +176,12 @@ def _only_bp(potential: Potential) -> BPNN:
     others = [name for name, t in potential.terms.items()
               if not isinstance(t, (BPNN, AtomicReference))]
     bps = [t for t in potential.terms.values() if isinstance(t, BPNN)]
-    if potential.stages or others or len(bps) != 1:
-        parts = [*potential.stages, *others]
+    # stages whose fields no energy term reads (charges for dipoles only) leave the
+    # energy unchanged: LAMMPS needs only energies and forces, so they are left out
+    read = {k for t in potential.terms.values() for k in getattr(t, "reads", ())}
+    needed = [n for n, s in potential.stages.items() if set(getattr(s, "writes", ())) & read]
+    if needed or others or len(bps) != 1:
+        parts = [*needed, *others]
         raise UsageError(
             "LAMMPS export supports one BP model ('bpnn') plus the references 'e0'; "
             f"this potential also has {parts or 'a second BP term'}")
