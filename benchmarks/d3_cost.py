@@ -7,10 +7,13 @@ stress through :func:`atomnet.derivatives.evaluate`; simple-dftd3 (``dftd3``
 package, Fortran) gives the same through ``DispersionModel.get_dispersion(param,
 grad=True)``. Rounds alternate between the three timings (atomnet with and without
 building the graph, simple-dftd3); medians are printed (at most 3 rounds for 1,536
-atoms), with where atomnet's time goes (pair list, edge vectors, the term, the
-backward pass). Then an error-vs-cost
-table on the 192-atom box: two-body cutoff × CN cutoff, energy error per atom
-against the default cutoffs, and time.
+atoms), with where atomnet's time goes: the graph (pair list search and assembly),
+the edge vectors (``Potential.prepare``), the term (its forward pass computes the
+energies and the analytic gradient of their sum) and the backward pass (which
+scales that gradient). Then the graph of a 5 Å network beside D3 against the two
+alone (each cutoff gets its own search), and an error-vs-cost table on the 192-atom
+box: two-body cutoff × CN cutoff, energy error per atom against the default
+cutoffs, and time.
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/d3_cost.py [--quick]
 """
@@ -87,6 +90,29 @@ def breakdown(pot: atomnet.Potential, graph: dict) -> dict[str, float]:
     torch.autograd.grad(energy, [positions, displacement])
     t3 = time.perf_counter()
     return {"edge vectors": t1 - t0, "term": t2 - t1, "backward": t3 - t2}
+
+
+def graph_costs(n: int, rounds: int) -> dict[str, tuple[float, int]]:
+    """Seconds to build the graph (median) and the 5 Å list's pairs, for a 5 Å BP network,
+    D3 alone and both in one potential."""
+    atoms = water_box(n)
+    d3 = potential()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        bp = atomnet.build({"type": "bpnn", "hidden": [16]}, ELEMENTS, cutoff=5.0).double()
+    both = atomnet.Potential({**dict(bp.terms), "d3": d3.terms["d3"]}, ELEMENTS)
+    out = {}
+    for name, pot in (("5 Å network", bp), ("D3", d3), ("both", both)):
+        times = []
+        for _ in range(rounds):
+            gc.collect()
+            t0 = time.perf_counter()
+            g = pot.graph(atoms)
+            times.append(time.perf_counter() - t0)
+        short = keys.pairs(5.0).index
+        out[name] = (median(times), g[short].shape[1] if short in g else 0)
+        del g
+    return out
 
 
 def median(xs) -> float:
@@ -167,8 +193,8 @@ def main() -> None:
           f"median of {rounds} alternating rounds\n")
 
     print("| atoms | pairs (directed) | atomnet incl. graph (s) | atomnet excl. graph (s) "
-          "| s-dftd3 (s) | graph (s) | edge vectors (s) | D3 term (s) | backward (s) "
-          "| ΔE vs s-dftd3 (eV) | max ΔF (eV/Å) |")
+          "| s-dftd3 (s) | graph (s) | edge vectors (s) | D3 term, energies + gradient (s) "
+          "| backward (s) | ΔE vs s-dftd3 (eV) | max ΔF (eV/Å) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in sizes:
         r = cost(n, rounds if n < 8 else min(rounds, 3))  # the 1,536-atom box: ≤ 3 rounds
@@ -176,6 +202,16 @@ def main() -> None:
               f"| {r['s-dftd3']:.3f} | {r['graph']:.3f} | {r['edge vectors']:.3f} "
               f"| {r['term']:.3f} | {r['backward']:.3f} | {r['dE']:.1e} | {r['dF']:.1e} |",
               flush=True)
+        gc.collect()
+
+    print("\nGraph of a 5 Å network beside D3 (one search per cutoff), seconds and the 5 Å "
+          "list's pairs\n")
+    print("| atoms | 5 Å network (s) | D3 (s) | both (s) | 5 Å pairs |")
+    print("|---:|---:|---:|---:|---:|")
+    for n in sizes:
+        r = graph_costs(n, rounds if n < 8 else min(rounds, 3))
+        print(f"| {3 * n**3} | {r['5 Å network'][0]:.3f} | {r['D3'][0]:.3f} "
+              f"| {r['both'][0]:.3f} | {r['both'][1]:,} |", flush=True)
         gc.collect()
 
     if args.quick:

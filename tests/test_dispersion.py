@@ -291,3 +291,98 @@ def test_batches_do_not_talk_and_energy_is_invariant(ethanol, water_cell):
     pot = d3_potential(["H", "C", "O"], cutoff=10.0, cn_cutoff=8.0)
     assert testing.check_no_cross_talk(pot, [ethanol, water_cell, ethanol]) < 1e-10
     assert testing.check_invariance(pot, water_cell, tol=1e-9) < 1e-9
+
+
+# --- the chunked two-body path against the plain autograd expression ---------------
+def _energy_and_derivatives(term, graph, plain: bool, weights):
+    """Per-atom energies, ∂(Σ g_i E_i)/∂(positions, strain) for per-atom weights g, and a
+    second-order product (through a create_graph gradient)."""
+    from atomnet.derivatives.core import _strain
+
+    pot = atomnet.Potential({"d3": term}, term.elements)
+    graph = dict(graph)
+    positions = graph[atomnet.keys.POSITIONS].detach().requires_grad_(True)
+    graph[atomnet.keys.POSITIONS] = positions
+    strain = _strain(graph, graph[atomnet.keys.N_ATOMS].shape[0])
+    graph = pot.prepare(graph)
+    e = term._plain(graph) if plain else term(graph)
+    out = [e.detach()]
+    out += torch.autograd.grad(e, [positions, strain], weights, retain_graph=True)
+    gp, gs = torch.autograd.grad(e, [positions, strain], weights, create_graph=True)
+    direction = torch.linspace(-1.0, 1.0, gp.numel(), dtype=gp.dtype).view_as(gp)
+    out += torch.autograd.grad((gp * direction).sum() + gs.sum(), [positions, strain])
+    return out
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_chunked_path_equals_the_plain_expression(ethanol, water_box, water_cell, dense,
+                                                  monkeypatch):
+    """Per-atom energies, gradients for uniform, per-structure and arbitrary per-atom
+    weights, and second derivatives (create_graph) agree with autograd through the plain
+    expression: a batch of a molecule and two cells, many chunks, dense and per-pair C6,
+    a CN cutoff below and above the two-body one."""
+    import atomnet.physics.dispersion as dispersion
+
+    monkeypatch.setattr(dispersion, "CHUNK", 997)
+    structures = [ethanol, water_box, water_cell]
+    elements = ["H", "C", "O"]
+    for cutoff, cn_cutoff in ((12.0, 9.0), (8.0, 11.0)):
+        term = D3BJ(elements, cutoff=cutoff, cn_cutoff=cn_cutoff)
+        term.dense_c6_factor = float("inf") if dense else 0.0
+        graph = collate([term_graph(term, a) for a in structures])
+        n = graph[atomnet.keys.N_ATOMS].tolist()
+        per_structure = torch.repeat_interleave(torch.tensor([1.0, -2.0, 0.5]),
+                                                torch.tensor(n)).double()
+        arbitrary = torch.linspace(-1.0, 2.0, sum(n), dtype=torch.float64)
+        for weights in (torch.ones(sum(n), dtype=torch.float64), per_structure, arbitrary):
+            fast = _energy_and_derivatives(term, graph, False, weights)
+            plain = _energy_and_derivatives(term, graph, True, weights)
+            for a, b in zip(fast, plain):
+                assert torch.allclose(a, b, rtol=1e-12, atol=1e-13), (a - b).abs().max()
+
+
+def term_graph(term: D3BJ, atoms: Atoms) -> dict:
+    return atomnet.Potential({"d3": term}, term.elements).graph(atoms)
+
+
+def test_periodic_hessian_equals_the_plain_expression(water_cell):
+    """The Hessian of a cell (create_graph through the chunked path's backward) is the
+    plain expression's, and finite differences agree."""
+    term = D3BJ(["H", "O"], cutoff=15.0, cn_cutoff=10.0)
+    pot = atomnet.Potential({"d3": term}, ["H", "O"])
+    graph = collate([pot.graph(water_cell)])
+    fast = evaluate(pot, graph, forces=True, hessian=True).hessian[0]
+    term.forward = term._plain
+    plain = evaluate(pot, graph, forces=True, hessian=True).hessian[0]
+    assert torch.allclose(fast, plain, rtol=0, atol=1e-12)
+    del term.forward
+    assert testing.check_hessian_fd(pot, water_cell, tol=1e-4) < 1e-4
+
+
+def test_forward_keeps_no_graph_over_the_pairs(water_box):
+    """Energies without gradients take the chunked path under no_grad; with gradients
+    the only autograd node is the term's own (no per-pair graph kept)."""
+    term = D3BJ(["H", "O"], cutoff=12.0, cn_cutoff=9.0)
+    pot = atomnet.Potential({"d3": term}, ["H", "O"])
+    graph = collate([pot.graph(water_box)])
+    graph[atomnet.keys.POSITIONS].requires_grad_(True)
+    e = term(pot.prepare(graph))
+    assert type(e.grad_fn).__name__ == "_TwoBodyBackward"
+    with torch.no_grad():
+        again = term(pot.prepare(graph))
+    assert again.grad_fn is None and torch.equal(again, e.detach())
+
+
+def test_results_are_freed(water_box):
+    """The term's autograd function keeps no reference to the graph dict (which the
+    potential fills with the term's own output): nothing of an evaluation outlives it."""
+    import gc
+    import weakref
+
+    term = D3BJ(["H", "O"], cutoff=10.0, cn_cutoff=8.0)
+    pot = atomnet.Potential({"d3": term}, ["H", "O"])
+    res = evaluate(pot, collate([pot.graph(water_box)]), forces=True, stress=True)
+    vectors = weakref.ref(res.graph[term.fields.vectors])
+    del res
+    gc.collect()
+    assert vectors() is None

@@ -1,4 +1,5 @@
-"""Neighbour lists (vesin) against ASE, and triplets against a brute-force loop."""
+"""Neighbour lists (vesin, and blocks at long reach) against ASE and each other, triplets
+against a brute-force loop, edge vectors of batches."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ from ase.build import molecule
 from ase.neighborlist import neighbor_list
 
 from atomnet import keys
-from atomnet.neighbors import angular_triplets, edge_vectors, neighbor_pairs, triplets_by_center
+from atomnet.neighbors import (
+    angular_triplets,
+    block_pairs,
+    edge_vectors,
+    neighbor_pairs,
+    neighbours_per_atom,
+    pair_list,
+    triplets_by_center,
+)
+from atomnet.neighbors.blocks import BLOCKS_ABOVE
 from atomnet.structures import atoms_to_graph
 
 CUTOFF = 5.0
@@ -194,3 +204,156 @@ def test_vesin_is_recent_enough():
         def Version(text: str) -> tuple[int, ...]:  # noqa: N802
             return tuple(int(part) for part in text.split("+")[0].split(".")[:3])
     assert Version(vesin.__version__) >= Version("0.5.8"), vesin.__version__
+
+
+# --- long-reach pair lists (blocks), one search per cutoff, batched edge vectors ---------
+def _molecule_cloud() -> Atoms:
+    """A flat cloud of 40 atoms (z extent 0): blocks on a grid with a negligible axis."""
+    rng = np.random.default_rng(4)
+    positions = np.c_[rng.uniform(0.0, 12.0, (40, 2)), np.zeros(40)]
+    return Atoms("H" * 40, positions=positions)
+
+
+BLOCK_CASES = {**CASES, "flat_cloud": _molecule_cloud}
+
+
+@pytest.mark.parametrize("cutoff", [CUTOFF, 9.0, 17.0])
+@pytest.mark.parametrize("case", BLOCK_CASES)
+def test_block_pairs_match_vesin(case, cutoff):
+    """The long-reach builder finds vesin's pairs (every cell shape, mixed periodicity,
+    positions outside the cell, cells far smaller than the cutoff), sorted by center."""
+    atoms = BLOCK_CASES[case]()
+    index, shifts = block_pairs(atoms.positions, atoms.cell.array, atoms.pbc, cutoff, rows=5)
+    assert index.dtype == torch.int64 and shifts.dtype == torch.float64
+    assert shifts.shape == (index.shape[1], 3)
+    i, j = index.numpy()
+    assert np.all(np.diff(i) >= 0)
+    assert not np.any(shifts.numpy()[:, ~atoms.pbc]), "shift along a non-periodic direction"
+    assert np.array_equal(shifts.numpy(), np.round(shifts.numpy()))
+    ref = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+    assert len(i) == len(ref[0]) > 0
+    assert _as_set(i, j, shifts.numpy()) == _as_set(*ref)
+
+
+def test_pair_list_takes_blocks_at_long_reach(water_box, monkeypatch):
+    """pair_list hands long reach to blocks (and short reach to vesin): the same pairs."""
+    import atomnet.neighbors.vesin_backend as backend
+
+    calls = []
+    original = backend.block_pairs
+    monkeypatch.setattr(backend, "block_pairs",
+                        lambda *args, **kw: calls.append(args[-1]) or original(*args, **kw))
+    args = (water_box.positions, water_box.cell.array, water_box.pbc)
+    for cutoff in (CUTOFF, 12.0):
+        index, shifts = pair_list(*args, cutoff)
+        i, j = index.numpy()
+        assert np.all(np.diff(i) >= 0)
+        assert _as_set(i, j, shifts.numpy()) == _as_set(*neighbor_pairs(*args, cutoff))
+    assert neighbours_per_atom(*args, CUTOFF) < BLOCKS_ABOVE < neighbours_per_atom(*args, 12.0)
+    assert calls == [12.0]
+
+
+def test_each_cutoff_has_its_own_exact_list(water_box, monkeypatch):
+    """A short list next to a long one (a network beside D3): each gets its own search
+    (the short one is not selected from the long one), holds exactly the pairs closer
+    than its cutoff, sorted by center, with its own triplets."""
+    import atomnet.structures.graph as graph_module
+
+    searched = []
+    original = graph_module.pair_list
+    monkeypatch.setattr(graph_module, "pair_list",
+                        lambda *args: searched.append(args[-1]) or original(*args))
+    graph = atoms_to_graph(water_box, ["H", "O"], pair_lists={CUTOFF: 3.5, 12.0: None})
+    assert searched == [CUTOFF, 12.0]
+    short, long = keys.pairs(CUTOFF), keys.pairs(12.0)
+    assert short.triplets in graph and long.triplets not in graph
+    _, d_long = edge_vectors(graph, long)
+    i, j = graph[long.index].numpy()
+    s = graph[long.shifts].numpy()
+    keep = d_long.numpy() < CUTOFF
+    i_short, j_short = graph[short.index].numpy()
+    assert np.all(np.diff(i_short) >= 0) and np.all(np.diff(i) >= 0)
+    assert _as_set(i_short, j_short, graph[short.shifts].numpy()) == \
+        _as_set(i[keep], j[keep], s[keep])
+    _, d_short = edge_vectors(graph, short)
+    got = {tuple(sorted(map(int, t))) for t in graph[short.triplets].T}
+    assert got == _brute_force_triplets(i_short, d_short.numpy(), 3.5)
+
+
+def test_overlap_is_caught_without_a_short_list():
+    """A potential with only a long list (D3 alone) still rejects overlapping atoms."""
+    from atomnet.structures import StructureError
+
+    atoms = _triclinic()
+    atoms.positions[3] = atoms.positions[7] + [0.03, 0.0, 0.0]
+    with pytest.raises(StructureError, match="atoms 3 and 7 are 0.030 Å apart"):
+        atoms_to_graph(atoms, ["H"], pair_lists={12.0: None})
+
+
+def test_batched_edge_vectors_match_single_structures(water_box, water_cell, ethanol):
+    """S @ cell per structure's slice of a collated list (and by gathering cells where the
+    edges are not grouped by structure), differentiable with respect to every cell."""
+    from atomnet.structures import collate
+
+    structures = [water_box, ethanol, water_cell]
+    graphs = [atoms_to_graph(a, ["H", "C", "O"], pair_lists={CUTOFF: None}) for a in structures]
+    fields = keys.pairs(CUTOFF)
+    singles = [edge_vectors(dict(g), fields)[0] for g in graphs]
+    batch = collate(graphs)
+    cell = batch[keys.CELL].clone().requires_grad_(True)
+    for order in ("as collated", "reversed"):
+        graph = dict(batch, **{keys.CELL: cell})
+        if order == "reversed":
+            flip = torch.arange(graph[fields.index].shape[1] - 1, -1, -1)
+            graph[fields.index] = graph[fields.index][:, flip]
+            graph[fields.shifts] = graph[fields.shifts][flip]
+        vectors, _ = edge_vectors(graph, fields)
+        if order == "reversed":
+            vectors = vectors[flip]
+        assert torch.allclose(vectors.detach(), torch.cat(singles), rtol=0, atol=1e-12)
+        (grad,) = torch.autograd.grad(vectors.sum(), cell)
+        expected = torch.stack([g[fields.shifts].sum(0).unsqueeze(1).expand(3, 3)
+                                for g in graphs])
+        assert torch.allclose(grad, expected, rtol=0, atol=1e-12)
+
+
+def test_far_apart_fragments_are_searched_by_blocks():
+    """Two molecules 10⁵ Å apart with a 1 Å cutoff: vesin's cell grid would be 10⁵ cells
+    long (vesin dies of SIGFPE there), so blocks take it; same pairs as brute force."""
+    a = molecule("CH3CH2OH")
+    b = a.copy()
+    b.positions[:, 0] += 1e5
+    atoms = a + b
+    index, shifts = pair_list(atoms.positions, atoms.cell.array, atoms.pbc, 1.2)
+    d = np.linalg.norm(atoms.positions[:, None] - atoms.positions[None], axis=-1)
+    i, j = np.nonzero((d < 1.2) & ~np.eye(len(atoms), dtype=bool))
+    assert _as_set(*index.numpy(), shifts.numpy()) == _as_set(i, j, np.zeros((len(i), 3)))
+    assert len(i) == 2 * 12  # the C–H and O–H bonds of both molecules, both ways
+
+
+def test_long_lists_give_the_same_vectors_and_derivatives(potential, water_box, water_cell,
+                                                          ethanol, monkeypatch):
+    """Lists above CHUNKED_ABOVE edges are filled chunk by chunk by an autograd function:
+    the same vectors and lengths, and the same energies, forces, stress and Hessians
+    (second derivatives through its backward, batched rows included) as the plain
+    expression; a batch of structures too."""
+    import atomnet.neighbors.edges as edges
+    from atomnet.derivatives import evaluate
+    from atomnet.structures import collate
+
+    structures = [water_box, ethanol, water_cell]
+    graph = collate([potential.graph(a) for a in structures])
+    single = collate([potential.graph(water_cell)])
+    results = []
+    for threshold in (None, 0):
+        if threshold is not None:
+            monkeypatch.setattr(edges, "CHUNKED_ABOVE", threshold)
+            monkeypatch.setattr(edges, "CHUNK", 7)
+        fields = keys.pairs(CUTOFF)
+        vectors, lengths = edge_vectors(dict(graph), fields)
+        batch = evaluate(potential, graph, forces=True, stress=True, hessian=True)
+        cell = evaluate(potential, single, forces=True, stress=True, hessian=True)
+        results.append([vectors.detach(), lengths.detach(), batch.energy, batch.forces,
+                        batch.stress, *batch.hessian, cell.stress, *cell.hessian])
+    for a, b in zip(*results):
+        assert torch.allclose(a.detach(), b.detach(), rtol=0, atol=1e-12)

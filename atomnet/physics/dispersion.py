@@ -31,21 +31,31 @@ whose tables are s-dftd3's. Only the slices for the model's elements are kept, a
 non-persistent buffers: a model file stores the recipe (functional and the four
 parameters), never the tables.
 
-Distances come from the potential (contract 1), so forces, stress and Hessians are
-autograd derivatives of exactly this energy. The cutoffs are hard, as in s-dftd3:
-the energy jumps by a pair's contribution when it crosses ``cutoff`` (at 60 Bohr
-~1e-8 eV for O–O, ~1e-7 eV for heavy metals), and by far less when it crosses
-``cn_cutoff`` (a count of ~1e-7 enters the CN); derivatives there are those of the
-energy on either side.
+Distances come from the potential (contract 1): positions, cell and the integer pair
+list. The cutoffs are hard, as in s-dftd3: the energy jumps by a pair's contribution
+when it crosses ``cutoff`` (at 60 Bohr ~1e-8 eV for O–O, ~1e-7 eV for heavy metals),
+and by far less when it crosses ``cn_cutoff`` (a count of ~1e-7 enters the CN);
+derivatives there are those of the energy on either side.
 
-Cost: every directed pair i→j comes with its reverse j→i in the full pair list; the
-term keeps one of each (i < j, or for an atom and its own image the shift whose
-first non-zero component is positive) and gives half of each pair energy to both
-atoms. C6 never forms (pairs × refs × refs) tensors: per atom it contracts its
-weights with the reference table of every element, P_i,t,b = Σ_a w_ia C6^ref_(Z_i,t),ab
-(N × S × R), and per pair C6_ij = Σ_b P_i,(Z_j),b w_jb; when N² is small against
-the pair count (periodic cells, where each atom pair recurs as many images) the
-dense N × N matrix of C6 is formed once by one matrix product instead.
+Cost. At s-dftd3's reach a periodic cell has ~13,500 neighbours per atom (water:
+20.75 M directed pairs for 1,536 atoms), so the two-body term never builds an
+autograd graph over its pairs. It reads the full pair list as stored (every pair
+{i→j+S, j→i−S} twice, center-sorted) in chunks of :data:`CHUNK` directed pairs whose
+temporaries stay in cache, and gives each direction's share to its center only
+(E_i = −½ Σ_(pairs of i) e_ij, CN_i = Σ count_ij). Its autograd function
+(:class:`_TwoBody`) computes in the forward pass, besides the energies, the analytic
+gradient of the total energy (forces and stress: pairs directly, then the chain
+through the coordination numbers), which its backward scales; other per-atom weights
+take the analytic gradient again. A backward pass with ``create_graph`` (Hessians,
+force training) recomputes the energy's gradient from positions and cell with
+differentiable operations, so that autograd's derivatives of it are exact at any
+order. The three-body term keeps one plain autograd expression (:meth:`D3BJ._plain`),
+as does the two-body term with it. C6 never forms (pairs × refs × refs) tensors: per
+atom it contracts its weights with the reference table of every element,
+P_i,t,b = Σ_a w_ia C6^ref_(Z_i,t),ab (N × S × R), and per pair
+C6_ij = Σ_b P_i,(Z_j),b w_jb; when N² is small against the pair count (periodic cells,
+where each atom pair recurs as many images) the dense N × N matrix of C6 is formed
+once by one matrix product instead.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from .. import keys
@@ -208,8 +219,8 @@ class D3BJ(Term):
         self.triplet_cutoff = self.three_body_cutoff if three_body else None
         self.fields = keys.pairs(self.pair_cutoff)
         f = self.fields
-        self.reads = (f.index, f.shifts, f.lengths, keys.SPECIES) + \
-            ((f.vectors, f.triplets) if three_body else ())
+        self.reads = (f.index, f.shifts, f.vectors, f.lengths, keys.SPECIES, keys.POSITIONS,
+                      keys.CELL, keys.PBC, keys.BATCH) + ((f.triplets,) if three_body else ())
         self._tables(_atomic_numbers(self.elements))
 
     def _tables(self, numbers: list[int]) -> None:
@@ -252,13 +263,7 @@ class D3BJ(Term):
     # --- model ------------------------------------------------------------
     def weights(self, cn: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Gaussian reference weights (N, R) of atoms with coordination numbers ``cn``."""
-        d = cn.unsqueeze(-1) - self.ref_cn.to(cn.dtype)[species]
-        logits = (-WEIGHT_FACTOR * d * d).masked_fill(~self.ref_valid[species], -math.inf)
-        w = torch.softmax(logits, dim=-1)
-        # s-dftd3's fall-back: where the normalisation Σ_a exp(−4 ΔCN_a²) is too small
-        # to invert in double precision, the reference(s) with the largest CN get 1
-        vanishing = torch.logsumexp(logits.detach(), dim=-1) < LOG_TINY_NORM
-        return torch.where(vanishing.unsqueeze(-1), self.ref_top.to(w.dtype)[species], w)
+        return self._weights_and_slopes(cn, species)[0]
 
     def _c6(self, w: torch.Tensor, species: torch.Tensor, n_pairs: int):
         """A function (i, j) → C6_ij (Hartree·Å⁶) of atom index tensors."""
@@ -276,6 +281,25 @@ class D3BJ(Term):
                              * w.index_select(0, j)).sum(-1)
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.three_body:
+            return self._plain(graph)
+        positions, cell = graph[keys.POSITIONS], graph[keys.CELL]
+        f = self.fields
+        data = {"index": graph[f.index], "shifts": graph[f.shifts],
+                "species": graph[keys.SPECIES], "batch": graph[keys.BATCH],
+                "pbc": graph[keys.PBC], "vectors": graph[f.vectors].detach(),
+                "lengths": graph[f.lengths].detach()}
+        if torch.is_grad_enabled() and (positions.requires_grad or cell.requires_grad):
+            return _TwoBody.apply(positions, cell, self, data)
+        with torch.no_grad():
+            geometry = _Geometry(data, positions, cell)
+            return self._pair_pass(geometry, self._state(geometry), energy=True)[0]
+
+    def _plain(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The energy as one autograd expression over the half list (i < j, or for an
+        atom and its own image the shift whose first non-zero component is positive),
+        each pair energy halved between its atoms: with the three-body term; for the
+        two-body term alone :meth:`forward` takes the chunked path."""
         f = self.fields
         species = graph[keys.SPECIES]
         n = species.shape[0]
@@ -316,6 +340,166 @@ class D3BJ(Term):
             energy = energy - 2.0 * self._atm(graph, species, c6)
         return energy * (-0.5 * HARTREE)
 
+    # --- chunked two-body path -----------------------------------------------------
+    # Every pair {i→j+S, j→i−S} is in the full list twice, with the same distance and C6:
+    # the passes below read the list as it is stored (contiguous, center-sorted) and give
+    # each directed pair's share to its center only. E_i = −½ Eh Σ_(pairs q of center i)
+    # C6_q h(r_q); CN_i = Σ_q count(r_q). For L = Σ_i g_i E_i, the pair's two directions
+    # together pull atom i by −c_q v_q, with the symmetric c_q = u_q C6_q h′(r_q) / r_q,
+    # u_q = −½ Eh (g_i + g_j) (and likewise through the CN chain), and the cell by
+    # ½ S_qᵀ c_q v_q per direction (:meth:`_Geometry.pull`).
+    def _state(self, geometry: _Geometry) -> dict:
+        """Coordination numbers (one pass over the CN pairs), reference weights and their
+        slopes ∂w/∂CN, and what C6 needs (the dense N × N matrix when it pays)."""
+        species = geometry.species
+        n = species.shape[0]
+        dtype = geometry.dtype
+        n_species = self.ref_c6.shape[0]
+        # per species pair: 16 × covalent radius sum, R0⁶, R0⁸, s8·C8/C6 (contiguous columns)
+        table = [column.contiguous() for column in self.pair_table.to(dtype).unbind(-1)]
+        cn = geometry.zeros_per_atom()
+        cn_rows = []
+        reach = self.cn_cutoff if self.cn_cutoff < self.pair_cutoff else None
+        for chunk, rows, i, j, _, r, _ in geometry.pairs(within=reach):
+            cn_rows.append((chunk, rows))
+            pair = species.index_select(0, i) * n_species + species.index_select(0, j)
+            # 1 / (1 + exp(−16 (R_cov / r − 1)))
+            count = torch.sigmoid(torch.addcdiv(r.new_tensor(-KCN),
+                                                table[0].index_select(0, pair), r))
+            cn = geometry.add(cn, geometry.center(i), count)
+        cn = geometry.fold(cn)
+        w, slope = self._weights_and_slopes(cn, species)
+        n_refs = w.shape[1]
+        # P_i,t,b = Σ_a w_ia C6ref(Z_i, t)_ab: (N, S, R)
+        ref = self.ref_c6.to(dtype).index_select(0, species)
+        p = torch.einsum("na,ntab->ntb", w, ref)
+        state = {"cn": cn, "w": w, "slope": slope, "p": p, "ref": ref, "table": table,
+                 "cn_rows": cn_rows}
+        n_pairs = geometry.n_edges // 2  # unordered pairs
+        if n * n <= self.dense_c6_factor * n_pairs * n_refs:  # dense N × N: one GEMM
+            onehot = torch.nn.functional.one_hot(species, n_species).to(dtype)
+            wt = (onehot.unsqueeze(-1) * w.unsqueeze(1)).reshape(n, -1)  # (N, S·R)
+            state["wt"] = wt
+            state["dense"] = (p.reshape(n, -1) @ wt.T).reshape(-1)
+        return state
+
+    def _pair_c6(self, state: dict, species, i, j) -> torch.Tensor:
+        """C6 of pairs (i, j) by the per-pair contraction (no dense matrix)."""
+        n_species = self.ref_c6.shape[0]
+        flat = state["p"].reshape(-1, state["p"].shape[-1])
+        return (flat.index_select(0, i * n_species + species.index_select(0, j))
+                * state["w"].index_select(0, j)).sum(-1)
+
+    def _weights_and_slopes(self, cn: torch.Tensor, species: torch.Tensor):
+        """:meth:`weights` (N, R) and their derivatives ∂w/∂CN (N, R), both differentiable."""
+        d = cn.unsqueeze(-1) - self.ref_cn.to(cn.dtype).index_select(0, species)
+        valid = self.ref_valid.index_select(0, species)
+        logits = (-WEIGHT_FACTOR * d * d).masked_fill(~valid, -math.inf)
+        w = torch.softmax(logits, dim=-1)
+        dlogits = (-2.0 * WEIGHT_FACTOR) * d  # finite; times w = 0 where not valid
+        slope = w * (dlogits - (w * dlogits).sum(-1, keepdim=True))
+        # s-dftd3's fall-back: where the normalisation Σ_a exp(−4 ΔCN_a²) is too small
+        # to invert in double precision, the reference(s) with the largest CN get 1
+        vanishing = (torch.logsumexp(logits.detach(), dim=-1) < LOG_TINY_NORM).unsqueeze(-1)
+        top = self.ref_top.to(w.dtype).index_select(0, species)
+        return (torch.where(vanishing, top, w),
+                torch.where(vanishing, torch.zeros_like(slope), slope))
+
+    def _pair_pass(self, geometry: _Geometry, state: dict, energy: bool,
+                   weights: torch.Tensor | None = None, uniform: bool = False):
+        """One pass over the two-body pairs.
+
+        Returns per-atom energies (N,) eV if ``energy`` (else None) and, for the
+        gradient of L = Σ_i g_i E_i (per-atom ``weights`` g, or g = 1 everywhere with
+        ``uniform``), ∂L/∂C6 (the dense (N·N,) accumulator, or (∂L/∂P, ∂L/∂w) per
+        pair); ∂L/∂(pair vectors) goes into ``geometry``'s accumulators.
+        """
+        species = geometry.species
+        n = species.shape[0]
+        n_species = self.ref_c6.shape[0]
+        table = state["table"]
+        gradient = uniform or weights is not None
+        out = geometry.zeros_per_atom() if energy else None
+        dense = "dense" in state
+        g6 = gw = gh = None
+        if gradient:
+            g6 = geometry.zeros(n * n) if dense else geometry.zeros(n * n_species,
+                                                                   state["w"].shape[1])
+            gw = None if dense else geometry.zeros(*state["w"].shape)
+            gh = None if uniform else weights * (-0.5 * HARTREE)
+        reach = self.cutoff if self.cutoff < self.pair_cutoff else None
+        for _, _, i, j, s, r, vectors in geometry.pairs(vectors=gradient, within=reach):
+            pair = species.index_select(0, i) * n_species + species.index_select(0, j)
+            if dense:
+                ij = i * n + j
+                c6 = state["dense"].index_select(0, ij)
+            else:
+                c6 = self._pair_c6(state, species, i, j)
+            q = table[3].index_select(0, pair)  # s8 C8/C6
+            r2 = r.square()
+            r6 = r2.pow(3)
+            inv6 = torch.reciprocal(r6 + table[1].index_select(0, pair))
+            six = inv6 * self.s6 if self.s6 != 1.0 else inv6
+            eight = torch.reciprocal(r6 * r2 + table[2].index_select(0, pair))
+            h = torch.addcmul(six, q, eight)
+            center = geometry.center(i)
+            if energy:
+                out = geometry.add(out, center, c6 * h)  # −2 E_i / Eh
+            if not gradient:
+                continue
+            # h′(r)/r = −6 s6 r⁴ / (r⁶ + R0⁶)² − 8 s8 (C8/C6) r⁶ / (r⁸ + R0⁸)²
+            dh = torch.addcmul((r2 * inv6).square_().mul_(-6.0 * self.s6), q * r6,
+                               eight.square(), value=-8.0)
+            # ∂L/∂C6 of this direction: −½ Eh g_i h; pull −u C6 h′/r
+            if uniform:  # u = −Eh, a factor applied to the sums after the loop
+                g6_pair, coef = h, c6 * dh
+            else:
+                gi = gh.index_select(0, i)
+                g6_pair, coef = gi * h, c6 * dh * -(gi + gh.index_select(0, j))
+            geometry.pull(coef, vectors, i, center, s)
+            if dense:
+                g6 = geometry.add(g6, ij, g6_pair)
+            else:
+                sj = species.index_select(0, j)
+                g6 = geometry.add(g6, i * n_species + sj,
+                                  g6_pair.unsqueeze(-1) * state["w"].index_select(0, j))
+                flat = state["p"].reshape(-1, state["p"].shape[-1])
+                gw = geometry.add(gw, j, g6_pair.unsqueeze(-1)
+                                  * flat.index_select(0, i * n_species + sj))
+        if uniform:
+            geometry.scale(HARTREE)  # (the accumulators held nothing before this pass)
+            g6 = g6 * (-0.5 * HARTREE)
+            gw = None if gw is None else gw * (-0.5 * HARTREE)
+        if energy:
+            out = geometry.fold(out) * (-0.5 * HARTREE)
+        return out, (g6, gw)
+
+    def _cn_pass(self, geometry: _Geometry, state: dict, g6_gw) -> None:
+        """The chain through the coordination numbers: ∂L/∂CN from ∂L/∂C6, then through
+        the counting function of every CN pair into ``geometry``'s accumulators."""
+        species = geometry.species
+        n = species.shape[0]
+        n_species = self.ref_c6.shape[0]
+        g6, gw = g6_gw
+        if "dense" in state:
+            g6 = g6.view(n, n)
+            gp = (g6 @ state["wt"]).view(n, n_species, -1)
+            gw = (g6.T @ state["p"].reshape(n, -1)).view(n, n_species, -1)
+            gw = gw[torch.arange(n, device=g6.device), species]
+        else:
+            gp = g6.view(n, n_species, -1)
+        gw = gw + torch.einsum("ntb,ntab->na", gp, state["ref"])
+        gcn = (gw * state["slope"]).sum(-1)
+        # dcount/dr = −σ(1 − σ) · 16 R_cov / r²
+        table = state["table"]
+        for _, _, i, j, s, r, vectors in geometry.pairs(vectors=True, subset=state["cn_rows"]):
+            pair = species.index_select(0, i) * n_species + species.index_select(0, j)
+            k = table[0].index_select(0, pair)
+            count = torch.sigmoid(torch.addcdiv(r.new_tensor(-KCN), k, r))
+            u = gcn.index_select(0, i) + gcn.index_select(0, j)
+            geometry.pull(u * count * (1.0 - count) * k / (r * r.square()), vectors, i,
+                          geometry.center(i), s)
+
     def _atm(self, graph, species, c6) -> torch.Tensor:
         """Axilrod–Teller–Muto energy (N,) Hartree; each triangle appears once per vertex as
         a triplet of two edges at that center, and gives that vertex a third."""
@@ -347,3 +531,285 @@ class D3BJ(Term):
         # lengths in Å: C9 ∝ C6^(3/2) scales as length⁹ and the angular factor as length⁻⁹
         e = c9 * angular * damp * (1.0 / 3.0)
         return e.new_zeros(n).index_add(0, i, e)  # Hartree
+
+
+#: directed pairs per chunk of the two-body passes on the CPU: their temporaries stay in
+#: cache (and in the allocator's reuse) instead of faulting in fresh pages per operation
+CHUNK = 1 << 16
+#: the same on other devices, where fewer, larger kernels pay
+DEVICE_CHUNK = 1 << 22
+#: partial sums per atom on the CPU: the list is sorted by center, and adding a run of
+#: values into one element waits on each previous add
+LANES = 8
+
+
+class _Geometry:
+    """One full pair list read in chunks as stored (center-sorted), and the gradient
+    accumulators.
+
+    Vectors and lengths are the potential's edge vectors and lengths (detached), the
+    vectors transposed per chunk into a scratch buffer: gathering, scaling and
+    scattering rows of three is several times slower than rows of a (3, k) block. The
+    cell gradient then comes without the shifts (:meth:`gradients`; float64). Where the result
+    must be differentiable (autograd on, positions or cell requiring grad: a backward
+    pass with ``create_graph``) the list is one chunk, vectors and lengths are
+    recomputed from positions and cell with autograd (r_j − r_i + S @ cell, as
+    :func:`atomnet.neighbors.edge_vectors`), the cell gradient is Σ Sᵀ ∂L/∂v and
+    accumulations are out of place. Per-atom accumulators hold ``lanes`` partial sums
+    per atom (:meth:`center`, :meth:`fold`).
+    """
+
+    def __init__(self, data: dict, positions: torch.Tensor, cell: torch.Tensor,
+                 needs: tuple[bool, bool] = (False, False)):
+        self.index, self.shifts = data["index"], data["shifts"]
+        self.species, self.batch, self.pbc = data["species"], data["batch"], data["pbc"]
+        self.periodic = bool(self.pbc.any())
+        self.positions, self.cell = positions, cell
+        self.n_atoms = positions.shape[0]
+        self.dtype, self.device = positions.dtype, positions.device
+        self.n_edges = self.index.shape[1]
+        self.differentiable = torch.is_grad_enabled() and (positions.requires_grad
+                                                           or cell.requires_grad)
+        self.lengths = self.vectors = None
+        self.lanes = 1
+        # the cell gradient from W and G (gradients()): fewer passes over the shifts, but
+        # a difference of sums; float32 keeps Σ Sᵀ ∂L/∂v
+        self.virial = not self.differentiable and self.dtype == torch.float64
+        if self.differentiable:
+            self.chunk = max(self.n_edges, 1)
+        else:
+            self.lengths, self.vectors = data["lengths"], data["vectors"]
+            self.chunk = CHUNK if self.device.type == "cpu" else DEVICE_CHUNK
+            self._scratch = torch.empty(3, min(self.chunk, self.n_edges), dtype=self.dtype,
+                                        device=self.device)
+            if self.device.type == "cpu":
+                self.lanes = LANES
+                self._lane = torch.arange(self.chunk, device=self.device) % LANES
+        self.reset(needs)
+
+    def reset(self, needs: tuple[bool, bool]) -> None:
+        """Zero the accumulators of ∂L/∂positions (transposed, (3, N · lanes)) and ∂L/∂cell
+        (without autograd: Σ coef v ⊗ v per structure, :meth:`gradients`)."""
+        cell = needs[1] and self.periodic
+        positions = needs[0] or (cell and self.virial)
+        self.grad_positions = self.zeros(3, self.n_atoms * self.lanes) if positions else None
+        self.grad_cell = self.zeros(*self.cell.shape) if cell else None
+        self.needs = needs
+
+    def gradients(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(∂L/∂positions (N, 3), ∂L/∂cell (B, 3, 3)), None where not asked for.
+
+        Without autograd, the cell gradient C = Σ_q ½ S_q ⊗ coef_q v_q (over directed
+        pairs) is rebuilt from W = Σ_q coef_q v_q ⊗ v_q and the position gradient G: as
+        S_q @ M = v_q − Δr_q for a frame M whose periodic rows are the cell's, and the
+        list holds every pair both ways, C = −½ M⁻ᵀ (W + 2 Σ_i r_i ⊗ G_i); its rows along
+        non-periodic directions are zero (S has no component there)."""
+        gp = self.grad_positions
+        if gp is not None:
+            gp = gp.view(3, self.n_atoms, self.lanes).sum(-1).T.contiguous()
+        gc = self.grad_cell
+        if gc is not None and self.virial:
+            pos = self.positions.detach()
+            outer = self.zeros(*self.cell.shape).index_add_(
+                0, self.batch, pos.unsqueeze(2) * gp.unsqueeze(1))
+            pbc = self.pbc.to(self.device)
+            frames = self.cell.detach().clone()
+            for b in torch.nonzero(~pbc.all(-1)).squeeze(1).tolist():
+                frames[b] = _frame(frames[b], pbc[b])
+            gc = torch.linalg.solve(frames.transpose(1, 2), gc + 2.0 * outer) * -0.5
+            gc = gc * pbc.unsqueeze(-1).to(gc.dtype)
+        return (gp if self.needs[0] else None), gc
+
+    def zeros(self, *shape: int) -> torch.Tensor:
+        return torch.zeros(shape, dtype=self.dtype, device=self.device)
+
+    def scale(self, factor: float) -> None:
+        """Multiply the gradient accumulators by ``factor``."""
+        if self.grad_positions is not None:
+            self.grad_positions = self.grad_positions * factor
+        if self.grad_cell is not None:
+            self.grad_cell = self.grad_cell * factor
+
+    def zeros_per_atom(self) -> torch.Tensor:
+        return self.zeros(self.n_atoms * self.lanes)
+
+    def center(self, i: torch.Tensor) -> torch.Tensor:
+        """Where pairs of centers ``i`` accumulate in per-atom accumulators."""
+        return i if self.lanes == 1 else i * self.lanes + self._lane[: i.shape[0]]
+
+    def fold(self, acc: torch.Tensor) -> torch.Tensor:
+        return acc if self.lanes == 1 else acc.view(self.n_atoms, self.lanes).sum(-1)
+
+    def add(self, acc: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        if self.differentiable:
+            return acc.index_add(0, index, values)
+        return acc.index_add_(0, index, values)
+
+    def pairs(self, vectors: bool = False, within: float | None = None,
+              subset: list | None = None):
+        """Per chunk: (chunk, rows, i, j, S, r, (vᵀ (3, k), v (k, 3))) of its pairs, all of
+        them (rows None), those closer than ``within``, or those of ``subset`` (a list of
+        (chunk, rows)); the vectors are None unless ``vectors`` (or recomputed), vᵀ is
+        scratch (valid until the next chunk)."""
+        n_chunks = -(-self.n_edges // self.chunk)
+        for chunk, rows in subset if subset is not None else ((c, None) for c in range(n_chunks)):
+            start = chunk * self.chunk
+            stop = min(start + self.chunk, self.n_edges)
+            i, j = self.index[0, start:stop], self.index[1, start:stop]
+            s = self.shifts[start:stop]
+            if self.differentiable:
+                v = self._vectors(i, j, s)
+                r = torch.linalg.vector_norm(v, dim=-1)
+            else:
+                r, v = self.lengths[start:stop], None
+            if within is not None:
+                rows = torch.nonzero(r.detach() < within).squeeze(1)
+            if rows is not None:
+                if not rows.numel():
+                    continue
+                i, j, r = (x.index_select(0, rows) for x in (i, j, r))
+            if not (self.differentiable or (vectors and not self.virial)):
+                s = None  # not needed
+            elif rows is not None:
+                s = s.index_select(0, rows)
+            vt = None
+            if v is not None:
+                if rows is not None:
+                    v = v.index_select(0, rows)
+                vt = v.T
+            elif vectors:
+                v = self.vectors[start:stop]
+                cpu = self.device.type == "cpu"
+                if rows is not None:  # (NumPy gathers rows of three several times faster)
+                    v = torch.from_numpy(np.take(v.numpy(), rows.numpy(), axis=0)) if cpu \
+                        else v.index_select(0, rows)
+                vt = self._scratch[:, : v.shape[0]]
+                if cpu:  # (and transposes)
+                    np.copyto(vt.numpy(), v.numpy().T)
+                else:
+                    vt.copy_(v.T)
+            yield chunk, rows, i, j, s, r, (None if vt is None else (vt, v))
+
+    def _structure(self, i: torch.Tensor) -> int | None:
+        """The one structure every pair of ``i`` belongs to, or None."""
+        if self.cell.shape[0] == 1:
+            return 0
+        lo, hi = torch.aminmax(self.batch.index_select(0, i))
+        return int(lo) if int(lo) == int(hi) else None
+
+    def _vectors(self, i, j, s) -> torch.Tensor:
+        """r_j − r_i + S @ cell (k, 3), as :func:`atomnet.neighbors.edge_vectors`."""
+        pos = self.positions
+        v = pos.index_select(0, j) - pos.index_select(0, i)
+        if not self.periodic:  # molecules: every shift is zero
+            return v
+        b = self._structure(i)
+        if b is not None:
+            return torch.addmm(v, s, self.cell[b])
+        cells = self.cell.index_select(0, self.batch.index_select(0, i))
+        return v + torch.bmm(s.unsqueeze(1), cells).squeeze(1)
+
+    def pull(self, coef: torch.Tensor, vectors, i: torch.Tensor, center, s) -> None:
+        """Add coef · v of one direction of pairs (``vectors`` from :meth:`pairs`, centers
+        ``i``, accumulator slots ``center``) to their centers' position gradients and
+        their share of the cell gradient (the pair's two directions together)."""
+        vt, v = vectors
+        if self.differentiable:
+            gt = vt * coef
+            if self.grad_positions is not None:
+                self.grad_positions = self.grad_positions.index_add(1, center, gt)
+            if self.grad_cell is not None:  # −½ Sᵀ coef v
+                b = self._structure(i)
+                if b is not None:
+                    index = torch.full((1,), b, dtype=torch.long, device=self.device)
+                    self.grad_cell = self.grad_cell.index_add(
+                        0, index, (s.T @ gt.T).mul(-0.5).unsqueeze(0))
+                else:
+                    self.grad_cell = self.grad_cell.index_add(
+                        0, self.batch.index_select(0, i),
+                        s.unsqueeze(-1) * (-0.5 * gt.T).unsqueeze(1))
+            return
+        gt = vt.mul_(coef)
+        if self.grad_positions is not None:
+            # (no alpha: index_add_ along dim 1 with alpha ≠ 1 is 20× slower)
+            self.grad_positions.index_add_(1, center, gt)
+        if self.grad_cell is not None:
+            b = self._structure(i)
+            if not self.virial:  # −½ Sᵀ coef v
+                if b is not None:
+                    self.grad_cell[b].addmm_(s.T, gt.T, alpha=-0.5)
+                else:
+                    self.grad_cell.index_add_(0, self.batch.index_select(0, i),
+                                              s.unsqueeze(-1) * (-0.5 * gt.T).unsqueeze(1))
+            elif b is not None:  # W = Σ coef v ⊗ v, see gradients()
+                self.grad_cell[b].addmm_(gt, v)
+            else:
+                self.grad_cell.index_add_(0, self.batch.index_select(0, i),
+                                          gt.T.unsqueeze(2) * v.unsqueeze(1))
+
+
+def _frame(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
+    """``cell`` with its non-periodic rows replaced by an orthonormal basis of the
+    complement of the periodic ones (the identity for a molecule)."""
+    periodic = cell[pbc]
+    if not periodic.shape[0]:
+        return torch.eye(3, dtype=cell.dtype, device=cell.device)
+    q, _ = torch.linalg.qr(periodic.T, mode="complete")
+    out = cell.clone()
+    out[~pbc] = q[:, periodic.shape[0]:].T
+    return out
+
+
+def _per_structure(g: torch.Tensor, batch: torch.Tensor, n_structures: int):
+    """(B,) values of ``g`` (N,) when it is constant within every structure, else None."""
+    value = g.new_zeros(n_structures).scatter_(0, batch, g)
+    return value if bool((g == value.index_select(0, batch)).all()) else None
+
+
+class _TwoBody(torch.autograd.Function):
+    """Two-body D3(BJ) energies (N,) eV of positions and cell, in chunks.
+
+    The forward keeps no graph over the pairs (memory stays bounded) and also takes the
+    gradient of the total energy (every atom weighted 1: forces and stress), which the
+    backward scales when its weights are constant per structure, as they are for
+    forces and stress. Other weights take the analytic gradient again
+    (:meth:`D3BJ._pair_pass`, :meth:`D3BJ._cn_pass`). Under ``create_graph`` the backward
+    recomputes everything from positions and cell with differentiable operations, so
+    that autograd differentiates the gradient (Hessians, force training) exactly, to
+    any order.
+    """
+
+    @staticmethod
+    def forward(ctx, positions, cell, term, data):
+        needs = tuple(ctx.needs_input_grad[:2])
+        # ctx keeps no reference to the graph dict nor to tensors with autograd history
+        # (the potential stores this term's output in that dict: a cycle through the
+        # autograd graph would never be freed)
+        geometry = _Geometry(data, positions.detach(), cell.detach(), needs)
+        state = term._state(geometry)
+        energy, g6 = term._pair_pass(geometry, state, energy=True, uniform=True)
+        term._cn_pass(geometry, state, g6)
+        ctx.save_for_backward(positions, cell)
+        ctx.term, ctx.data, ctx.geometry, ctx.state = term, data, geometry, state
+        ctx.totals = geometry.gradients()
+        return energy
+
+    @staticmethod
+    def backward(ctx, g):
+        positions, cell = ctx.saved_tensors
+        term, needs = ctx.term, tuple(ctx.needs_input_grad[:2])
+        if torch.is_grad_enabled():  # create_graph: everything again, differentiably
+            geometry = _Geometry(ctx.data, positions, cell, needs)
+            state = term._state(geometry)
+        else:
+            geometry, state = ctx.geometry, ctx.state
+            scale = _per_structure(g, geometry.batch, cell.shape[0])
+            if scale is not None:
+                gp, gc = ctx.totals
+                return (None if gp is None or not needs[0] else gp * g.unsqueeze(-1),
+                        None if gc is None or not needs[1] else gc * scale.view(-1, 1, 1),
+                        None, None)
+            geometry.reset(needs)
+        term._cn_pass(geometry, state, term._pair_pass(geometry, state, False, weights=g)[1])
+        grad_positions, grad_cell = geometry.gradients()
+        return grad_positions, grad_cell, None, None

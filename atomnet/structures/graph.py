@@ -11,7 +11,7 @@ from ase.data import chemical_symbols
 from ase.geometry import wrap_positions
 
 from .. import keys
-from ..neighbors import neighbor_pairs, pair_distances, pairs_to_graph
+from ..neighbors import angular_triplets, pair_distances, pair_list
 from .errors import StructureError, where
 from .validate import check_overlap, validate_atoms
 
@@ -130,6 +130,19 @@ def local_positions(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
     return positions - origin, origin
 
 
+#: reach (Å) of the search for overlapping atoms when no list has distances at hand
+OVERLAP_REACH = 1.0
+
+
+def _check_overlap(graph, atoms: Atoms, source, index) -> None:
+    """:func:`check_overlap` on a search of its own at :data:`OVERLAP_REACH`."""
+    positions, cell = graph[keys.POSITIONS].numpy(), atoms.cell.array
+    pairs_index, shifts = pair_list(positions, cell, atoms.pbc, OVERLAP_REACH)
+    i, j = pairs_index.numpy()
+    pairs = (i, j, shifts.numpy())
+    check_overlap(atoms, pairs, pair_distances(positions, cell, pairs), source, index)
+
+
 def add_pair_lists(
     graph: dict[str, torch.Tensor],
     atoms: Atoms,
@@ -140,23 +153,34 @@ def add_pair_lists(
 ) -> None:
     """Add one integer pair list per cutoff (Å) of ``pair_lists`` ({cutoff: triplet cutoff}).
 
-    One vesin call at the largest cutoff; each shorter list is selected from it by
-    distance, so every list holds exactly the pairs closer than its cutoff, in the
-    same (center-sorted) order. ``check``: reject overlapping atoms on the way.
+    Each cutoff gets its own search (:func:`~atomnet.neighbors.pair_list`: vesin at
+    short reach, blocks at long reach), so that a 5 Å list never pays for a 31.75 Å
+    one; every list holds exactly the pairs closer than its cutoff, sorted by center.
+    Distances (NumPy) are computed only for lists with triplets. ``check``: reject
+    overlapping atoms (a short-range matter), on the shortest list's distances when it
+    has triplets, else with a search of its own at 1 Å before any list is built.
     """
-    largest = max(pair_lists)
     positions = graph[keys.POSITIONS].numpy()
-    pairs = neighbor_pairs(positions, atoms.cell.array, atoms.pbc, largest)
-    distances = pair_distances(positions, atoms.cell.array, pairs)
-    if check:
-        check_overlap(atoms, pairs, distances, source, index)
-    for cutoff, triplet_cutoff in pair_lists.items():
-        if cutoff < largest:
-            keep = np.nonzero(distances < cutoff)[0]
-            sub, sub_distances = tuple(p[keep] for p in pairs), distances[keep]
-        else:
-            sub, sub_distances = pairs, distances
-        pairs_to_graph(graph, keys.pairs(cutoff), sub, sub_distances, triplet_cutoff)
+    cell, pbc = atoms.cell.array, atoms.pbc
+    n_atoms = positions.shape[0]
+    cutoffs = sorted(pair_lists)
+    if check and pair_lists[cutoffs[0]] is None:
+        _check_overlap(graph, atoms, source, index)
+        check = False
+    for cutoff in cutoffs:
+        triplet_cutoff = pair_lists[cutoff]
+        fields = keys.pairs(cutoff)
+        pairs_index, shifts = pair_list(positions, cell, pbc, cutoff)
+        graph[fields.index], graph[fields.shifts] = pairs_index, shifts
+        if triplet_cutoff is None:
+            continue
+        i, j = pairs_index.numpy()
+        distances = pair_distances(positions, cell, (i, j, shifts.numpy()))
+        if check:  # the shortest list: overlaps are short-range
+            check_overlap(atoms, (i, j, shifts.numpy()), distances, source, index)
+            check = False
+        graph[fields.triplets] = torch.from_numpy(
+            angular_triplets(i, distances, triplet_cutoff, n_atoms))
 
 
 def atoms_to_graph(
