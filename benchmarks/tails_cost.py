@@ -39,14 +39,15 @@ import atomnet  # noqa: E402
 SETTINGS = {
     "default": {
         "coulomb": {"charges": "learned", "method": "ewald"},
-        "dispersion": {"method": "d3bj", "functional": "pbe", "three_body": False},
+        "dispersion": {"method": "d3bj", "functional": "pbe", "three_body": False,
+                       "mode": "add"},
         "repulsion": {"method": "zbl"},
     },
     "fast": {
         "coulomb": {"charges": "learned", "method": "pme", "accuracy": 1e-4,
                     "real_space_cutoff": 6.0},
-        "dispersion": {"method": "d3bj", "functional": "pbe", "three_body": False,
-                       "cutoff": 25.0, "cn_cutoff": 15.0},
+        "dispersion": {"method": "d3bj", "functional": "pbe", "three_body": False, "mode": "add",
+                       "cutoff": 21.0, "cn_cutoff": 10.0},
         "repulsion": {"method": "zbl"},
     },
 }
