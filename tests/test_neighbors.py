@@ -357,3 +357,20 @@ def test_long_lists_give_the_same_vectors_and_derivatives(potential, water_box, 
                         batch.stress, *batch.hessian, cell.stress, *cell.hessian])
     for a, b in zip(*results):
         assert torch.allclose(a.detach(), b.detach(), rtol=0, atol=1e-12)
+
+
+def test_overlap_check_survives_structures_far_apart():
+    """vesin 0.6.2 dies (SIGFPE) when its cell grid is too fine: e.g. two molecules
+    10⁵ Å apart at the overlap check's 1 Å. The check must still run, and still catch
+    an overlap."""
+    from ase.build import molecule
+
+    from atomnet.structures.errors import StructureError
+    from atomnet.structures.validate import validate_atoms
+
+    a, b = molecule("H2O"), molecule("H2O")
+    b.positions += [1e5, 0.0, 0.0]
+    validate_atoms(a + b, elements=["H", "O"])
+    b.positions[1] = b.positions[0] + [0.05, 0.0, 0.0]
+    with pytest.raises(StructureError, match="overlap|close"):
+        validate_atoms(a + b, elements=["H", "O"])
