@@ -113,7 +113,10 @@ def physics_parts(
             if "three_body" not in options:
                 raise UsageError("physics.dispersion.three_body must be given explicitly "
                                  "(true or false): D3 libraries differ in their default")
-            options["fitted"] = _dispersion_mode(options.pop("mode", None))
+            fitted = _dispersion_mode(options.pop("mode", None))
+            # 'subtract': D3 is subtracted from the labels once, before training
+            # (atomnet.training.data.build_graphs); 'add': it is left out of the fit
+            options.update({"subtract_from_labels": True} if fitted else {"fitted": False})
         terms[label] = build_term({"type": methods[method], **options}, elements)
     return stages, terms
 

@@ -82,6 +82,8 @@ class Potential(nn.Module):
         self.pair_lists = _pair_lists([*self.stages.values(), *self.terms.values()])
         self.outputs = self._check_wiring()
         self._leave_out: frozenset[str] = frozenset()
+        #: the pair lists :meth:`prepare` completes (those of the parts evaluated)
+        self._active_lists = self.pair_lists
 
     @property
     def cutoff(self) -> float:
@@ -143,15 +145,36 @@ class Potential(nn.Module):
         ``mode: add``): left out under :meth:`as_fitted`."""
         return {n for n, t in self.terms.items() if not getattr(t, "fitted", True)}
 
+    @property
+    def label_names(self) -> set[str]:
+        """Terms subtracted from the reference labels before training
+        (``subtract_from_labels = True``, e.g. D3 with ``mode: subtract``): left out
+        under :meth:`as_fitted`, their energy being out of the labels already."""
+        return {n for n, t in self.terms.items() if getattr(t, "subtract_from_labels", False)}
+
+    @property
+    def fitted_pair_lists(self) -> dict[float, float | None]:
+        """The pair lists of every part but the :attr:`label_names` and
+        :attr:`added_names` terms (neither is evaluated under :meth:`as_fitted`): what
+        training graphs carry (see :meth:`fitted_graph`)."""
+        leave_out = self.label_names | self.added_names
+        return _pair_lists([*self.stages.values(),
+                            *(t for n, t in self.terms.items() if n not in leave_out)])
+
     @contextmanager
     def as_fitted(self) -> Iterator[Potential]:
-        """Within the block, evaluate only the terms fitted to reference labels
-        (leave out :attr:`added_names`): what training and ``atomnet evaluate`` use."""
-        old, self._leave_out = self._leave_out, frozenset(self.added_names)
+        """Within the block, evaluate only the terms fitted to the (corrected) reference
+        labels: leave out :attr:`added_names` and :attr:`label_names`. What training and
+        ``atomnet evaluate`` use; graphs need only :attr:`fitted_pair_lists`."""
+        leave_out = frozenset(self.added_names | self.label_names)
+        old = self._leave_out, self._active_lists
+        self._leave_out = leave_out
+        self._active_lists = _pair_lists(
+            [*self.stages.values(), *(t for n, t in self.terms.items() if n not in leave_out)])
         try:
             yield self
         finally:
-            self._leave_out = old
+            self._leave_out, self._active_lists = old
 
     @property
     def reference_names(self) -> set[str]:
@@ -200,7 +223,7 @@ class Potential(nn.Module):
     def prepare(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A new dict: ``graph`` with edge vectors of every pair list and every stage's fields."""
         graph = dict(graph)
-        for cutoff in self.pair_lists:
+        for cutoff in self._active_lists:
             edge_vectors(graph, keys.pairs(cutoff))
         for stage in self.stages.values():
             graph.update(stage(graph))
@@ -244,12 +267,21 @@ class Potential(nn.Module):
 
         return atoms_to_graph(atoms, self.elements, pair_lists=self.pair_lists, **kwargs)
 
+    def fitted_graph(self, atoms, **kwargs) -> dict[str, torch.Tensor]:
+        """Graph of ``atoms`` with only :attr:`fitted_pair_lists`: enough for evaluation
+        under :meth:`as_fitted` (training graphs; no pair list of a term subtracted from
+        the labels, e.g. D3's 30 Å list)."""
+        from .structures import atoms_to_graph
+
+        return atoms_to_graph(atoms, self.elements, pair_lists=self.fitted_pair_lists, **kwargs)
+
     # --- training statistics ---------------------------------------------
     def fit_statistics(
         self, graphs: Sequence[dict], residuals: torch.Tensor, batch_size: int = 64
     ) -> dict[str, float]:
         """Ask every part to set its statistics (normalisation, scale, shift) from
-        training ``graphs`` (float64, with labels) and ``residuals`` (n,) eV.
+        training ``graphs`` (float64, with labels; :meth:`fitted_graph` suffices) and
+        ``residuals`` (n,) eV, with the :attr:`label_names` terms' energy taken out.
         Returns the scalars set, prefixed by part name (for logs and model files)."""
         from .structures import collate
 
@@ -266,11 +298,14 @@ class Potential(nn.Module):
                 if fit is not None:
                     info.update({f"{name}.{k}": v for k, v in fit(data).items()})
 
-        fit_all(self.stages.items(), StatisticsData(graphs, residuals, batches))
-        tails = self._analytic_energies(batches)
-        if tails is not None:  # the learned terms fit what the analytic tails leave
-            residuals = residuals - tails.to(residuals)
-        fit_all(self.terms.items(), StatisticsData(graphs, residuals, batches))
+        # as training sees them: graphs may lack the pair lists of terms subtracted from
+        # the labels (training graphs; ``residuals`` then have them out already)
+        with self.as_fitted():
+            fit_all(self.stages.items(), StatisticsData(graphs, residuals, batches))
+            tails = self._analytic_energies(batches)
+            if tails is not None:  # the learned terms fit what the analytic tails leave
+                residuals = residuals - tails.to(residuals)
+            fit_all(self.terms.items(), StatisticsData(graphs, residuals, batches))
         return info
 
     def _analytic_energies(self, batches) -> torch.Tensor | None:
@@ -284,6 +319,7 @@ class Potential(nn.Module):
                 learned |= set(getattr(stage, "writes", ()))
         names = [n for n, t in self.terms.items()
                  if n not in self.reference_names and n not in self.added_names
+                 and n not in self.label_names
                  and not any(True for _ in t.parameters())
                  and not learned & set(getattr(t, "reads", ()))]
         if not names:

@@ -90,6 +90,11 @@ class Term(nn.Module):
     #: ``mode: add`` when the reference data has no dispersion): left out of the
     #: energies and forces compared with labels (training, ``atomnet evaluate``)
     fitted: bool = True
+    #: True for a parameterless term the reference labels already contain that is
+    #: subtracted from the labels once, before training (e.g. D3 with ``mode: subtract``):
+    #: training graphs then carry no pair list of its own and training and ``atomnet
+    #: evaluate`` leave it out (:meth:`atomnet.Potential.as_fitted`); the model keeps it
+    subtract_from_labels: bool = False
     #: buffers older model files stored as one scalar for all elements (loaded broadcast
     #: by the term's ``_load_from_state_dict``)
     scalar_compatible: tuple[str, ...] = ()
@@ -134,7 +139,8 @@ def register(name: str):
 
 def term_recipe(term: nn.Module) -> dict[str, Any]:
     """``{"type": ..., **kwargs}`` of a registered term; raises for unregistered modules.
-    A term added on top of the fitted model also records ``"fitted": false``."""
+    A term added on top of the fitted model also records ``"fitted": false``; one
+    subtracted from the labels before training ``"subtract_from_labels": true``."""
     name = getattr(term, "type_name", "")
     if TERMS.get(name) is not type(term):
         raise UsageError(
@@ -142,12 +148,15 @@ def term_recipe(term: nn.Module) -> dict[str, Any]:
             f"and rebuilt; decorate it with @atomnet.terms.register(name)"
         )
     extra = {} if getattr(term, "fitted", True) else {"fitted": False}
+    if getattr(term, "subtract_from_labels", False):
+        extra["subtract_from_labels"] = True
     return {"type": name, **term.recipe(), **extra}
 
 
 #: recipe keys every term accepts besides its own options: ``fitted`` (bool, default
 #: true; false for a term added on top of a model fitted without it, see ``Term.fitted``)
-COMMON_OPTIONS = ("fitted",)
+#: and ``subtract_from_labels`` (bool, default false, see ``Term.subtract_from_labels``)
+COMMON_OPTIONS = ("fitted", "subtract_from_labels")
 
 
 def allowed_options(cls: type) -> set[str]:
@@ -175,10 +184,22 @@ def build_term(recipe: Mapping[str, Any], elements: Sequence[str]) -> Term:
     fitted = options.pop("fitted", True)
     if not isinstance(fitted, bool):
         raise UsageError(f"type {kind!r}: 'fitted' must be true or false, got {fitted!r}")
+    subtract = options.pop("subtract_from_labels", False)
+    if not isinstance(subtract, bool):
+        raise UsageError(f"type {kind!r}: 'subtract_from_labels' must be true or false, "
+                         f"got {subtract!r}")
+    if subtract and not fitted:
+        raise UsageError(f"type {kind!r}: a term subtracted from the labels is part of the "
+                         f"fitted energy ('fitted' cannot be false)")
     try:
         term = cls(elements=list(elements), **options)
     except TypeError as exc:  # e.g. a missing required option
         raise UsageError(f"type {kind!r}: {exc}") from exc
     if not fitted:
         term.fitted = False
+    if subtract:
+        if any(True for _ in term.parameters()):
+            raise UsageError(f"type {kind!r}: only a term without weights can be subtracted "
+                             f"from the labels")
+        term.subtract_from_labels = True
     return term

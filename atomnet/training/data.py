@@ -239,6 +239,44 @@ def split_indices(
     return sorted(train), sorted(valid), sorted(test)
 
 
+def label_terms(potential):
+    """A float64 CPU potential of ``potential``'s terms subtracted from the labels
+    (:attr:`atomnet.Potential.label_names`, e.g. D3 with ``mode: subtract``), or None."""
+    import copy
+
+    from ..potential import Potential
+
+    names = sorted(getattr(potential, "label_names", ()))
+    if not names:
+        return None
+    terms = {n: copy.deepcopy(potential.terms[n]).to("cpu", torch.float64) for n in names}
+    return Potential(terms, potential.elements).eval()
+
+
+def subtract_label_terms(tails, atoms: Atoms, graph: dict[str, torch.Tensor],
+                         source: str | None = None, index: int | None = None) -> None:
+    """Subtract the energy, forces and (3-D periodic cells) stress of ``tails``
+    (:func:`label_terms`) on ``atoms`` from the labels ``ref_*`` of ``graph``, in place
+    (float64; a label absent or masked out is left alone)."""
+    from ..derivatives import evaluate
+
+    def carried(label: str) -> bool:
+        m = graph.get(keys.mask(label))
+        return keys.ref(label) in graph and (m is None or bool(m.all()))
+
+    forces, stress = carried(keys.FORCES), carried(keys.STRESS) and bool(atoms.pbc.all())
+    g = tails.graph(atoms, source=source, index=index, labels=False)
+    res = evaluate(tails, g, forces=forces, stress=stress)
+    ref = keys.ref
+    graph[ref(keys.ENERGY)] = graph[ref(keys.ENERGY)] - res.energy.detach().double().reshape(
+        graph[ref(keys.ENERGY)].shape)
+    if forces:
+        graph[ref(keys.FORCES)] = graph[ref(keys.FORCES)] - res.forces.detach().double()
+    if stress:
+        graph[ref(keys.STRESS)] = graph[ref(keys.STRESS)] - res.stress.detach().double(
+            ).reshape(graph[ref(keys.STRESS)].shape)
+
+
 def build_graphs(
     potential, frames: Sequence[Atoms], labels: Sequence[str], source: str, indices=None
 ) -> list[dict[str, torch.Tensor]]:
@@ -247,15 +285,25 @@ def build_graphs(
     Energy is required of every frame. Each other label gets its mask
     ``ref_<label>_mask`` (1,) bool: True where the frame carries it, else False with
     a zero label, so that every graph has the same fields and batches collate.
+
+    Terms subtracted from the labels (:attr:`atomnet.Potential.label_names`, e.g. D3
+    with ``mode: subtract``) are computed once per frame and subtracted from its energy,
+    forces and stress labels; the graphs carry only the pair lists of the other parts
+    (:meth:`atomnet.Potential.fitted_graph`), to be evaluated under
+    :meth:`atomnet.Potential.as_fitted`.
     """
     optional = [k for k in labels if k != keys.ENERGY]
     keep = {keys.ref(k) for k in labels} | {keys.mask(k) for k in optional}
+    tails = label_terms(potential)
+    make = potential.fitted_graph if tails is not None else potential.graph
     graphs = []
     for k, atoms in enumerate(frames):
         index = indices[k] if indices is not None else k
-        g = potential.graph(atoms, require=(keys.ENERGY,), source=source, index=index)
+        g = make(atoms, require=(keys.ENERGY,), source=source, index=index)
         g = {key: v for key, v in g.items()
              if key in keep or not key.startswith(keys.REF_PREFIX)}
+        if tails is not None:
+            subtract_label_terms(tails, atoms, g, source, index)
         for label in optional:
             if keys.ref(label) not in g:
                 shape = label_shape(label, len(atoms))

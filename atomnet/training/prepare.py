@@ -208,6 +208,12 @@ def _prepare_streaming(config: Config) -> Prepared:
     if not split["train"]:
         raise ConfigError(f"{config.data.train}: no training structures left after the split")
     potential = build_potential(config, train_scan.elements(split["train"]))
+    if getattr(potential, "label_names", None):
+        raise ConfigError(
+            f"data.streaming does not yet subtract terms from the labels (the model's "
+            f"{sorted(potential.label_names)}, e.g. physics.dispersion with mode: subtract): "
+            f"train without data.streaming, or subtract them from the data file beforehand "
+            f"and use mode: add")
     fitted, ignored = predictable(train_scan.labels(split["train"]), outputs_of(potential))
     labels = {name: tuple(k for k in fitted if k in files[name][1].labels(idx))
               for name, idx in split.items() if idx}
