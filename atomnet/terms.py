@@ -95,6 +95,11 @@ class Term(nn.Module):
     #: training graphs then carry no pair list of its own and training and ``atomnet
     #: evaluate`` leave it out (:meth:`atomnet.Potential.as_fitted`); the model keeps it
     subtract_from_labels: bool = False
+    #: True when the term's contributions (and all their derivatives) vanish exactly for
+    #: pairs beyond its ``pair_cutoff`` (and triplets beyond ``triplet_cutoff``), so that
+    #: it may read lists built with a Verlet skin (smooth cutoffs: yes; hard truncations
+    #: or sums over every listed pair, such as D3's and Ewald's real space: no)
+    skin_safe: bool = False
     #: buffers older model files stored as one scalar for all elements (loaded broadcast
     #: by the term's ``_load_from_state_dict``)
     scalar_compatible: tuple[str, ...] = ()

@@ -21,6 +21,30 @@ from ..structures import to_device
 
 #: below this many atoms a CPU call runs on one intra-op thread (see ``threads``)
 SMALL_SYSTEM_ATOMS = 64
+#: default Verlet skin (Å) of the calculator's pair lists
+DEFAULT_SKIN = 0.5
+
+
+class _VerletCache:
+    """Pair lists built at cutoff + skin, and the positions they were built at."""
+
+    def __init__(self, positions, local, numbers, cell, pbc, charge, graph):
+        self.positions = positions  # (N, 3) Å, as ASE gave them
+        self.local = local  # (N, 3) float64, the graph's frame at the build
+        self.numbers, self.cell, self.pbc, self.charge = numbers, cell, pbc, charge
+        self.graph = graph
+
+    def reusable(self, atoms: Atoms, positions: np.ndarray, skin: float) -> bool:
+        if (positions.shape != self.positions.shape
+                or not np.array_equal(atoms.numbers, self.numbers)
+                or not np.array_equal(atoms.pbc, self.pbc)
+                or not np.array_equal(atoms.cell.array, self.cell)
+                or atoms.info.get("charge") != self.charge):
+            return False
+        if not np.isfinite(positions).all():
+            return False  # rebuilt, and the full validation names the bad atom
+        moved = np.linalg.norm(positions - self.positions, axis=1)
+        return bool(moved.max(initial=0.0) <= 0.5 * skin)
 
 
 @contextlib.contextmanager
@@ -124,12 +148,19 @@ class Calculator(_ASECalculator):
         return super().__new__(cls)
 
     def __init__(
-        self, model, device: str = "cpu", dtype="float64", threads: int | None = None, **kwargs
+        self, model, device: str = "cpu", dtype="float64", threads: int | None = None,
+        skin: float = DEFAULT_SKIN, **kwargs
     ):
         super().__init__(**kwargs)
         if threads is not None and threads < 1:
             raise UsageError(f"threads must be a positive integer or None, got {threads}")
+        if not (isinstance(skin, (int, float)) and 0.0 <= float(skin) < 10.0):
+            raise UsageError(f"skin must be a number of Å in [0, 10), got {skin!r}")
         self.threads = threads
+        self.skin = float(skin)
+        self._verlet: _VerletCache | None = None
+        #: how many times the pair lists were built (a Verlet-list statistic)
+        self.rebuilds = 0
         try:
             self.device = torch.device(device)
         except RuntimeError as exc:  # a malformed name, e.g. "gpu"
@@ -180,9 +211,40 @@ class Calculator(_ASECalculator):
             return self.threads
         return 1 if len(atoms) < SMALL_SYSTEM_ATOMS else None
 
+    @property
+    def active_skin(self) -> float:
+        """The Verlet skin in use (Å): :attr:`skin`, or 0 when a part of the model may not
+        read lists longer than its cutoff (``Term.skin_safe``: D3, Coulomb)."""
+        parts = [*self.potential.stages.values(), *self.potential.terms.values()]
+        return self.skin if all(getattr(p, "skin_safe", False) for p in parts) else 0.0
+
     def _graph(self, atoms: Atoms) -> dict[str, torch.Tensor]:
+        skin = self.active_skin
+        if skin > 0.0:
+            return self._verlet_graph(atoms, skin)
         graph = self.potential.graph(atoms, labels=False)
         return to_device(graph, self.device, self.dtype)
+
+    def _verlet_graph(self, atoms: Atoms, skin: float) -> dict[str, torch.Tensor]:
+        """The graph with pair lists built at cutoff + ``skin`` and reused while no atom has
+        moved more than skin/2 since they were built (and numbers, cell, pbc and charge
+        are unchanged): only the positions are refreshed. Results equal a fresh list's:
+        the extra pairs contribute exactly zero through the parts' smooth cutoffs."""
+        positions = np.asarray(atoms.positions, dtype=np.float64)
+        cache = self._verlet
+        if cache is not None and cache.reusable(atoms, positions, skin):
+            graph = dict(cache.graph)
+            moved = torch.as_tensor(positions - cache.positions, dtype=torch.float64)
+            graph[keys.POSITIONS] = (cache.local + moved).to(self.device, self.dtype)
+            return graph
+        graph = self.potential.graph(atoms, labels=False, skin=skin)
+        local = graph[keys.POSITIONS].clone()
+        graph = to_device(graph, self.device, self.dtype)
+        self._verlet = _VerletCache(positions.copy(), local, atoms.numbers.copy(),
+                                    atoms.cell.array.copy(), atoms.pbc.copy(),
+                                    atoms.info.get("charge"), graph)
+        self.rebuilds += 1
+        return graph
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

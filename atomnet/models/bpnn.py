@@ -25,6 +25,8 @@ class BPNN(Term):
     The angular cutoff is ``min(angular_cutoff, cutoff)``; both in Å.
     """
 
+    skin_safe = True  # every edge and triplet term carries f_c(r) = 0 beyond its cutoff
+
     def __init__(
         self,
         elements: Sequence[str],

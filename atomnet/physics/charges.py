@@ -33,6 +33,8 @@ class FixedCharges(Term):
     No parameters: the charges are part of the recipe.
     """
 
+    skin_safe = True  # reads no pair list
+
     kind = "stage"
     reads = (keys.SPECIES, keys.BATCH, keys.N_ATOMS, keys.TOTAL_CHARGE)
     writes = (keys.CHARGES,)
@@ -78,6 +80,8 @@ class LearnedCharges(Term):
     and against reference dipoles/charges. μ, σ are set by :meth:`fit_statistics`;
     ``q0`` holds χ0.
     """
+
+    skin_safe = True  # descriptor and transfer carry f_c(r) = 0 beyond the cutoff
 
     kind = "stage"
     writes = (keys.CHARGES,)

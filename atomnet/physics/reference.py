@@ -22,6 +22,8 @@ class AtomicReference(Term):
     in float64, while forces keep the model's dtype.
     """
 
+    skin_safe = True  # reads no pair list
+
     reads = (keys.SPECIES,)
     is_reference = True
 

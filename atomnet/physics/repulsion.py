@@ -43,6 +43,8 @@ class ZBL(PairTerm):
             C–H: 0.43–0.80 Å, C–C: 0.61–1.14 Å).
     """
 
+    skin_safe = True  # each pair switched to exactly 0 beyond its window
+
     def __init__(self, elements: Sequence[str], inner: float = 0.4, outer: float = 0.75):
         if not 0.0 <= float(inner) < float(outer) <= 1.5:
             raise UsageError(f"zbl: the window needs 0 ≤ inner < outer ≤ 1.5 (fractions of "

@@ -150,8 +150,15 @@ def add_pair_lists(
     check: bool = True,
     source: str | None = None,
     index: int | None = None,
+    skin: float = 0.0,
 ) -> None:
     """Add one integer pair list per cutoff (Å) of ``pair_lists`` ({cutoff: triplet cutoff}).
+
+    ``skin`` (Å, a Verlet skin): each list named for ``cutoff`` holds the pairs closer
+    than cutoff + skin, and its triplets the edges shorter than triplet cutoff + skin,
+    so that it stays complete while no atom moves more than skin/2; only parts whose
+    contributions vanish exactly beyond their cutoff may read such lists
+    (``Term.skin_safe``).
 
     Each cutoff gets its own search (:func:`~atomnet.neighbors.pair_list`: vesin at
     short reach, blocks at long reach), so that a 5 Å list never pays for a 31.75 Å
@@ -170,7 +177,7 @@ def add_pair_lists(
     for cutoff in cutoffs:
         triplet_cutoff = pair_lists[cutoff]
         fields = keys.pairs(cutoff)
-        pairs_index, shifts = pair_list(positions, cell, pbc, cutoff)
+        pairs_index, shifts = pair_list(positions, cell, pbc, cutoff + skin)
         graph[fields.index], graph[fields.shifts] = pairs_index, shifts
         if triplet_cutoff is None:
             continue
@@ -180,7 +187,7 @@ def add_pair_lists(
             check_overlap(atoms, (i, j, shifts.numpy()), distances, source, index)
             check = False
         graph[fields.triplets] = torch.from_numpy(
-            angular_triplets(i, distances, triplet_cutoff, n_atoms))
+            angular_triplets(i, distances, triplet_cutoff + skin, n_atoms))
 
 
 def atoms_to_graph(
@@ -193,6 +200,7 @@ def atoms_to_graph(
     index: int | None = None,
     validate: bool = True,
     labels: bool = True,
+    skin: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Graph dict of one structure (float64, on CPU).
 
@@ -207,6 +215,7 @@ def atoms_to_graph(
         validate: run :func:`validate_atoms` first.
         labels: read reference labels (``ref_energy``, ``ref_forces``, …); off for
             calculators, where ``atoms.calc`` holds predictions, not labels.
+        skin: Å added to every list's reach (a Verlet skin; see :func:`add_pair_lists`).
 
     Total charge is read from ``atoms.info["charge"]`` (e), default 0. Positions are
     stored in a local frame (:func:`local_positions`); ``origin`` records where it is.
@@ -235,5 +244,5 @@ def atoms_to_graph(
     if labels:
         graph.update(_labels(atoms, require, source, index))
     if pair_lists:
-        add_pair_lists(graph, atoms, pair_lists, validate, source, index)
+        add_pair_lists(graph, atoms, pair_lists, validate, source, index, skin=skin)
     return graph
