@@ -16,5 +16,5 @@ atomnet evaluate "$OUT/model.atomnet" "$OUT/test.xyz" --json "$OUT/test_metrics.
 
 echo "== NVE molecular dynamics, 400 steps of 0.5 fs from a test structure at 300 K =="
 atomnet md "$OUT/model.atomnet" "$OUT/test.xyz" --steps 400 --timestep 0.5 \
-    --temperature 300 --thermostat nve --out "$OUT/md_nve.xyz"
+    --temperature 300 --ensemble nve --out "$OUT/md_nve.xyz"
 echo "done: see $OUT/ (model.atomnet, metrics.csv, learning_curve.png, force_parity.png, md_nve.xyz)"
