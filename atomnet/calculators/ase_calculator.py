@@ -124,6 +124,10 @@ class Calculator(_ASECalculator):
             overhead that extra threads only add wake-up latency to (measured 3.3 vs
             5–8 ms per ethanol call with two threads), and torch's setting otherwise.
             The process-wide setting is restored after each call.
+        skin: Verlet skin in Å (default 0.5): pair lists are built at cutoff + skin and
+            reused until an atom has moved more than skin/2 (or the numbers, cell, pbc
+            or charge change); results equal a fresh list's. 0 rebuilds every call, as
+            do models with a part that is not ``skin_safe`` (D3, Coulomb).
 
     Properties: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom),
     ``forces`` (eV/Å), ``stress`` (eV/Å³, Voigt, 3-D periodic cells only) and, for
