@@ -32,6 +32,7 @@ from ..dtypes import resolve_dtype
 from ..errors import UsageError
 from ..io.atomic import write_atomically
 from ..models.bpnn import BPNN
+from ..neighbors.triplets import torch_triplets_by_center
 from ..physics.reference import AtomicReference
 from ..potential import Potential
 from ..version import __version__
@@ -43,21 +44,6 @@ def _cutoff(r: torch.Tensor, rc: float, polynomial: bool) -> torch.Tensor:
     if polynomial:
         return 1.0 + x**3 * (-10.0 + x * (15.0 - 6.0 * x))
     return 0.5 * (torch.cos(3.141592653589793 * x) + 1.0)
-
-
-def _triplets(center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unordered pairs (e1 < e2) of edges sharing a center; ``center`` sorted ascending."""
-    n = center.shape[0]
-    if n < 2:
-        empty = torch.zeros(0, dtype=torch.long, device=center.device)
-        return empty, empty
-    _, counts = torch.unique_consecutive(center, return_counts=True)
-    first = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)  # per edge
-    rank = torch.arange(n, device=center.device) - first  # edges before it, same center
-    e2 = torch.repeat_interleave(torch.arange(n, device=center.device), rank)
-    start = torch.cumsum(rank, 0) - rank
-    e1 = first[e2] + torch.arange(e2.shape[0], device=center.device) - start[e2]
-    return e1, e2
 
 
 class _ElementLinear(nn.Module):
@@ -141,7 +127,7 @@ class LammpsBP(nn.Module):
         radial = radial.index_add(0, i * s + species.index_select(0, j), terms)
         # angular features: pairs of edges of one center, both within the angular cutoff
         close = torch.nonzero(r < self.angular_cutoff).squeeze(1)
-        a, b = _triplets(i.index_select(0, close))
+        a, b = torch_triplets_by_center(i.index_select(0, close))
         e1, e2 = close.index_select(0, a), close.index_select(0, b)
         fa = _cutoff(r, self.angular_cutoff, self.polynomial)
         unit = vectors / r.unsqueeze(-1)

@@ -1,8 +1,10 @@
-"""Angular triplets from a pair list: integer work only, vectorised in NumPy."""
+"""Angular triplets from a pair list: integer work only, vectorised in NumPy, and the
+same in torch (TorchScript-compatible, on any device)."""
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations``: TorchScript reads the torch functions'
+# annotations as types
 import numpy as np
+import torch
 
 
 def triplets_by_center(centers: np.ndarray, n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,3 +48,34 @@ def angular_triplets(
     close = np.nonzero(distances < cutoff)[0]
     a, b = triplets_by_center(i[close], n_atoms)
     return np.stack([close[a], close[b]])
+
+
+def torch_triplets_by_center(center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`triplets_by_center` in torch: unordered pairs (e1 < e2) of edges sharing a
+    center, ``center`` (E,) int64 *sorted ascending*; the same pairs in the same order
+    (by e2, then e1), (T,) int64 each, on ``center``'s device. TorchScript-compatible
+    (the LAMMPS export scripts it). Does not check the sorting. On a GPU,
+    ``repeat_interleave`` waits for the device (its output size).
+    """
+    n = center.shape[0]
+    if n < 2:
+        empty = torch.zeros(0, dtype=torch.long, device=center.device)
+        return empty, empty
+    arange = torch.arange(n, device=center.device)
+    first = torch.searchsorted(center, center)  # first edge of each edge's center
+    rank = arange - first  # edges before it, same center: its e1 partners
+    e2 = torch.repeat_interleave(arange, rank)
+    # e1 runs first, first + 1, … within each e2's run of triplets: position − offset
+    offset = torch.cumsum(rank, 0) - rank - first
+    e1 = torch.arange(e2.shape[0], device=center.device) - offset.index_select(0, e2)
+    return e1, e2
+
+
+def torch_angular_triplets(i: torch.Tensor, distances: torch.Tensor,
+                           cutoff: float) -> torch.Tensor:
+    """:func:`angular_triplets` in torch: (2, T) int64 pairs of edge indices sharing a
+    center, both edges shorter than ``cutoff`` (Å); ``i`` (E,) sorted ascending,
+    ``distances`` (E,) Å. TorchScript-compatible."""
+    close = torch.nonzero(distances < cutoff).squeeze(1)
+    a, b = torch_triplets_by_center(i.index_select(0, close))
+    return torch.stack([close.index_select(0, a), close.index_select(0, b)])
