@@ -164,6 +164,12 @@ class CommitteeCalculator(Calculator):
         check_members(self.potentials, names)
         return keys.CHARGES in self.potentials[0].outputs
 
+    def _make_kernel(self) -> None:
+        """Members are evaluated by the reference path (no fast BP kernel)."""
+        if self.compile:
+            raise UsageError("compile=True is for single models, not committees")
+        return None
+
     @property
     def size(self) -> int:
         """Number of members K."""

@@ -89,6 +89,9 @@ def add_parser(sub) -> None:
                    help="Å: stop when two atoms come closer (default 0.5)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--compile", action="store_true",
+                   help="fused, compiled BP evaluation (torch.compile; plain BP models "
+                        "only): ~3x faster calls on small molecules after a ~30 s compile")
     p.set_defaults(run=run)
 
 
@@ -278,7 +281,8 @@ def run(args: argparse.Namespace) -> int:
     if ensemble == "npt" and not atoms.pbc.all():
         raise UsageError(f"--ensemble npt needs a cell periodic in all 3 directions; "
                          f"{args.structure} has pbc={atoms.pbc.tolist()}")
-    atoms.calc = Calculator(args.model, device=args.device, dtype=args.dtype)
+    atoms.calc = Calculator(args.model, device=args.device, dtype=args.dtype,
+                            compile=args.compile)
     check_elements(atoms.numbers, atoms.calc.elements, args.structure, args.index)
     rng = np.random.default_rng([args.seed, first_step])  # fresh noise after a restart
     if not args.restart:

@@ -104,7 +104,10 @@ def edge_vectors(
     pos = graph[keys.POSITIONS]
     shifts = graph[fields.shifts]
     cell = graph[keys.CELL]
-    periodic = bool(shifts.numel()) and bool(graph[keys.PBC].any())  # molecules: S = 0
+    # molecules have S = 0: the shift term is skipped on the CPU; on a GPU reading pbc
+    # would stall the host every call, and adding 0 @ cell changes nothing
+    pbc = graph[keys.PBC]
+    periodic = bool(shifts.numel()) and (pbc.device.type != "cpu" or bool(pbc.any()))
     if index.shape[1] > CHUNKED_ABOVE:
         vec, lengths = _LongList.apply(pos, cell, index, shifts, graph[keys.BATCH], periodic)
     else:
