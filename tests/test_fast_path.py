@@ -54,14 +54,21 @@ def test_bucket_sizes():
     assert len(sizes) <= 9  # a handful of compiled shapes per octave
 
 
+@pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("make", [make_ethanol, make_water_box])
-def test_kernel_equals_reference_evaluation(make):
+def test_kernel_equals_reference_evaluation(make, grouped, monkeypatch):
+    """Both layouts of the networks: one padded block (small systems) and one matrix
+    product per element on atoms sorted by element (large ones)."""
+    if grouped:
+        monkeypatch.setattr(bp_kernel, "PADDED_MAX_ATOMS", 0)
     pot = _model()
     atoms = make()
     graph = to_device(pot.graph(atoms, labels=False, skin=0.3), "cpu", torch.float64)
     ref = evaluate(pot, graph, forces=True, stress=bool(atoms.pbc.all()))
     kernel = BPKernel(pot)
-    parts, forces, virial = kernel(graph[keys.POSITIONS], kernel.inputs(graph))
+    x = kernel.inputs(graph)
+    assert bool(x.groups) == grouped
+    parts, forces, virial = kernel(graph[keys.POSITIONS], x)
     assert kernel.term_names == ["short_range", "e0"]
     assert torch.allclose(parts.sum(0), ref.atomic_energies, atol=1e-12, rtol=0)
     for name, row in zip(kernel.term_names, parts):

@@ -29,6 +29,7 @@ from ..derivatives.fixed_shape import energy_gradients
 from ..descriptors.symmetry_functions import gaussian_radial
 from ..errors import UsageError
 from ..models.bpnn import BPNN
+from ..nn.element_mlp import PADDED_MAX_ATOMS
 from ..physics.reference import AtomicReference
 
 #: edges and triplets are padded to one of this many sizes per factor of two
@@ -62,8 +63,11 @@ class KernelInputs(NamedTuple):
     e1: torch.Tensor  # (T,) first edge of each triplet (padding: a padded edge)
     e2: torch.Tensor  # (T,) second edge
     angular_slot: torch.Tensor  # (T,) i·P + element-pair index
-    gather: torch.Tensor  # (S·M,) atom of each row of the per-element block (N: empty)
-    scatter: torch.Tensor  # (N,) row of each atom in the flattened block
+    gather: torch.Tensor  # padded: (S·M,) atom of each row of the per-element block (N:
+    #: empty); grouped: (N,) atoms sorted by element
+    scatter: torch.Tensor  # (N,) row of each atom in the flattened block / sorted order
+    groups: tuple[tuple[int, int, int], ...]  # grouped: (element, start, stop) per element
+    #: present; () for the padded block
 
 
 def _angular_terms(unit1, unit2, r1, r2, fc1, fc2, angle_shifts, shifts, eta: float,
@@ -156,8 +160,16 @@ class BPKernel(nn.Module):
         e1, e2 = torch.cat([e1, pad_edge]), torch.cat([e2, pad_edge])
         angular_slot = i[e1] * d.n_pairs + d.pair_index[species[j[e1]], species[j[e2]]]
         counts = torch.bincount(species, minlength=d.n_species)
-        width = int(counts.max())
         order = torch.argsort(species, stable=True)
+        if n_atoms > PADDED_MAX_ATOMS:  # one matrix product per element present
+            sizes = counts.tolist()
+            starts = [sum(sizes[:k]) for k in range(len(sizes))]
+            groups = tuple((k, a, a + n) for k, (a, n) in enumerate(zip(starts, sizes)) if n)
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(n_atoms, device=device)
+            return KernelInputs(species, i, j, shift_vectors, radial_slot, e1, e2,
+                                angular_slot, order, inverse, groups)
+        width = int(counts.max())  # all elements in one padded block: fewer operations
         offsets = torch.cumsum(counts, 0) - counts
         rank = torch.empty_like(species)
         rank[order] = torch.arange(n_atoms, device=device) - offsets[species[order]]
@@ -165,7 +177,7 @@ class BPKernel(nn.Module):
         gather = torch.full((d.n_species * width,), n_atoms, dtype=torch.long, device=device)
         gather[scatter] = torch.arange(n_atoms, device=device)
         return KernelInputs(species, i, j, shift_vectors, radial_slot, e1, e2, angular_slot,
-                            gather, scatter)
+                            gather, scatter, ())
 
     # --- evaluation ------------------------------------------------------------
     def contributions(self, positions: torch.Tensor, strain: torch.Tensor,
@@ -192,18 +204,34 @@ class BPKernel(nn.Module):
             .index_add(0, x.angular_slot, ang).view(n_atoms, -1)
         features = torch.cat([radial, angular], dim=-1)
         h = (features - bp.feature_mean) / bp.feature_std
-        h = torch.cat([h, h.new_zeros(1, h.shape[1])]).index_select(0, x.gather)
-        net = bp.net
-        h = h.view(d.n_species, -1, h.shape[-1])
+        out = self._networks(h, x)
+        parts = [bp.scale.index_select(0, x.species) * out + bp.shift.index_select(0, x.species)]
+        parts += [ref.e0.to(out).index_select(0, x.species) for ref in self.references]
+        return torch.stack(parts)
+
+    def _networks(self, h: torch.Tensor, x: KernelInputs) -> torch.Tensor:
+        """(N,) network outputs from normalised features (N, F): each element's network on
+        its own atoms (``x.groups``), or all elements as one padded block."""
+        net = self.bp.net
         last = len(net.weights) - 1
+        if x.groups:
+            h = h.index_select(0, x.gather)
+            outs = []
+            for element, start, stop in x.groups:
+                z = h[start:stop]
+                for k, (w, b) in enumerate(zip(net.weights, net.biases)):
+                    z = torch.addmm(b[element], z, w[element])
+                    if k < last:
+                        z = net.activation(z)
+                outs.append(z)
+            return torch.cat(outs).squeeze(-1).index_select(0, x.scatter)
+        h = torch.cat([h, h.new_zeros(1, h.shape[1])]).index_select(0, x.gather)
+        h = h.view(len(net.weights[0]), -1, h.shape[-1])
         for k, (w, b) in enumerate(zip(net.weights, net.biases)):
             h = torch.baddbmm(b, h, w)
             if k < last:
                 h = net.activation(h)
-        out = h.reshape(-1).index_select(0, x.scatter)
-        parts = [bp.scale.index_select(0, x.species) * out + bp.shift.index_select(0, x.species)]
-        parts += [ref.e0.to(out).index_select(0, x.species) for ref in self.references]
-        return torch.stack(parts)
+        return h.reshape(-1).index_select(0, x.scatter)
 
     def _eager(self, positions: torch.Tensor, x: KernelInputs):
         return energy_gradients(partial(self.contributions, x=x), positions, functional=False)
