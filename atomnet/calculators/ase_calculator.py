@@ -286,14 +286,20 @@ class Calculator(_ASECalculator):
         parts = [*self.potential.stages.values(), *self.potential.terms.values()]
         return self.skin if all(getattr(p, "skin_safe", False) for p in parts) else 0.0
 
+    def _trims(self, atoms: Atoms) -> bool:
+        """Whether skinned lists are cut back to their cutoffs before a call: on the CPU
+        for systems of :data:`TRIM_ATOMS` atoms or more. Not on a GPU, where cutting
+        (``nonzero``) would stall the host every step; there the extra pairs cost
+        arithmetic only."""
+        return self.device.type == "cpu" and len(atoms) >= TRIM_ATOMS
+
     def _graph(self, atoms: Atoms) -> dict[str, torch.Tensor]:
         """The graph of ``atoms``: lists at cutoff + skin (reused, see
-        :meth:`_verlet_graph`), cut back to the cutoffs for systems of
-        :data:`TRIM_ATOMS` atoms or more."""
+        :meth:`_verlet_graph`), cut back to the cutoffs where :meth:`_trims`."""
         skin = self.active_skin
         if skin > 0.0:
             graph = self._verlet_graph(atoms, skin)
-            if len(atoms) >= TRIM_ATOMS:
+            if self._trims(atoms):
                 graph = trim_pair_lists(graph, self.potential.pair_lists)
             return graph
         return to_device(self._build(atoms, 0.0), self.device, self.dtype)
@@ -360,7 +366,7 @@ class Calculator(_ASECalculator):
         from the trimmed lists."""
         graph = self._graph(atoms)
         cache = self._verlet
-        if cache is not None and len(atoms) < TRIM_ATOMS:
+        if cache is not None and not self._trims(atoms):
             if cache.inputs is None:
                 cache.inputs = self._kernel.inputs(graph)
             inputs = cache.inputs
