@@ -20,6 +20,7 @@ from ..errors import UsageError
 from ..neighbors.trim import trim_pair_lists
 from ..structures import to_device
 from .bp_kernel import BPKernel, supports
+from .heap import keep_heap
 
 #: below this many atoms a CPU call runs on one intra-op thread (see ``threads``)
 SMALL_SYSTEM_ATOMS = 64
@@ -216,6 +217,8 @@ class Calculator(_ASECalculator):
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise UsageError(f"device {device!r} requested but CUDA is not available")
         self.dtype = resolve_dtype(dtype)
+        if self.device.type == "cpu":
+            keep_heap()  # large per-step tensors reused, not page-faulted (heap.py)
         self.has_charges = self._load(model)
         self.compile = bool(compile)
         self._kernel = self._make_kernel()
