@@ -158,3 +158,19 @@ def test_atoms_too_close_stop_before_anything_is_written(files, ethanol, capsys)
     assert "md stopped at step 0 (the start): atoms 0 and 1 are 0.300 Å apart " \
            "(< --min-distance 0.5 Å)" in err
     assert not out.exists()
+
+
+def test_compile_flag_refuses_a_model_it_cannot_run(files, tmp_path, capsys):
+    """--compile is for plain BP models: one with charges gets a clear error, no output."""
+    import torch
+
+    torch.manual_seed(0)
+    charged = atomnet.build({"type": "bpnn", "hidden": [8], "physics": {"charges": "learned"}},
+                            ["H", "C", "O"], cutoff=4.0)
+    path = str(atomnet.save(charged, tmp_path / "charged.atomnet"))
+    status = main(["md", path, files["ethanol"], "--compile", "--steps", "2",
+                   "--out", str(tmp_path / "c.xyz")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "compile=True needs a plain BP model" in err and "charges" in err
+    assert not (tmp_path / "c.xyz").exists()
