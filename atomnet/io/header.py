@@ -170,10 +170,34 @@ def _check_fixed_charges(c: _Checker, field: str, options: dict) -> None:
             c.number(_field(_field(field, "charges"), symbol), q, -100.0, 100.0, low_open=False)
 
 
+def _check_equivariant(c: _Checker, field: str, options: dict) -> None:
+    """Bounds that keep a CPU build of the recipe small (e3nn cannot build on meta)."""
+    from ..models.equivariant import PRESETS
+
+    if "cutoff" in options:
+        c.number(_field(field, "cutoff"), options["cutoff"], 0.0, MAX_CUTOFF)
+    if "size" in options:
+        c.string(_field(field, "size"), options["size"], PRESETS)
+    bounds = {"channels": (1, 512), "l_max": (0, 3), "sh_l_max": (1, 4),
+              "correlation": (1, 4), "layers": (1, 8), "num_radial": (1, 64)}
+    for key, (low, high) in bounds.items():
+        if key in options:
+            c.integer(_field(field, key), options[key], low, high)
+    if "radial_mlp" in options:
+        widths = options["radial_mlp"]
+        ok = isinstance(widths, list) and len(widths) <= 8 and all(
+            isinstance(h, int) and not isinstance(h, bool) and 0 < h <= 1024
+            for h in widths)
+        if not ok:
+            c.wrong(_field(field, "radial_mlp"),
+                    "a list of positive integers (each ≤ 1024, at most 8 layers)", widths)
+
+
 #: type name → checks of its options (types without an entry get the generic checks:
 #: known option names, then a build on the meta device whose errors are reported)
 OPTION_CHECKS: dict[str, Callable[[_Checker, str, dict], None]] = {
     "bpnn": _check_bpnn,
+    "equivariant": _check_equivariant,
     "atomic_reference": _check_atomic_reference,
     "fixed_charges": _check_fixed_charges,
 }

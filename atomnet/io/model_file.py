@@ -137,10 +137,22 @@ def read_header(path: str | os.PathLike) -> dict:
         return _header(f, path)
 
 
+def _meta_buildable(recipe: dict) -> bool:
+    """False when a part's type cannot be built on the meta device (e3nn computes
+    constants while building; ``Term.meta_buildable``). Such types have option bounds in
+    :data:`~atomnet.io.header.OPTION_CHECKS`, so a CPU build stays small."""
+    from ..terms import TERMS
+
+    types = [entry.get("type") for section in ("stages", "terms")
+             for entry in recipe.get(section, [])]
+    return all(getattr(TERMS.get(t), "meta_buildable", True) for t in types)
+
+
 def _build(recipe: dict, path: Path, meta: bool):
     """The potential of ``recipe``; on the meta device (no memory) when ``meta``."""
     from ..potential import Potential
 
+    meta = meta and _meta_buildable(recipe)
     try:
         with torch.device("meta") if meta else contextlib.nullcontext():
             return Potential.from_recipe(recipe, where="potential")
