@@ -10,7 +10,7 @@ import pytest
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 #: pages whose ```python blocks are complete programs
 RUNNABLE = ["potential.md", "model_files.md", "vibrations.md", "committees.md", "training.md",
-            "streaming.md", "physics.md", "md.md"]
+            "streaming.md", "physics.md", "md.md", "equivariant.md"]
 
 
 def _blocks(page: str) -> list[str]:
