@@ -58,6 +58,11 @@ EXAMPLES = {
         "n_radial": 6, "n_angular_radial": 3, "n_angle_sections": 4, "zeta": 8.0,
         "hidden": [6, 5], "activation": "tanh", "cutoff_fn": "cosine",
     }]},
+    "equivariant": {"terms": [{
+        "name": "message_passing", "type": "equivariant", "cutoff": 4.0, "size": "small",
+        "channels": 4, "l_max": 1, "sh_l_max": 2, "correlation": 3, "layers": 2,
+        "num_radial": 4, "radial_mlp": [8],
+    }]},
     "fixed_charges": {"stages": [
         {"name": "charges", "type": "fixed_charges", "charges": {"H": 0.4, "C": -0.2, "O": -0.6}},
     ]},
