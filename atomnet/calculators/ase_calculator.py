@@ -165,7 +165,10 @@ class Calculator(_ASECalculator):
             reused until an atom has moved more than skin/2 (or the numbers, cell, pbc
             or charge change); results equal a fresh list's. 0 rebuilds every call, as
             do models with a part that is not ``skin_safe`` (D3, Coulomb).
-        compile: evaluate BP models (one ``bpnn`` term plus references, no charges)
+        compile: models with an ``equivariant`` term run it through ``torch.compile``
+            (dynamic shapes; energies and forces, Hessians eager): ~5× faster calls on
+            small molecules after a compile of ~10 s per new structure. Plain BP models
+            (one ``bpnn`` term plus references, no charges) run
             through :class:`~atomnet.calculators.bp_kernel.BPKernel` compiled with
             ``torch.compile``: descriptor, networks and forces fused into a few kernels,
             on index tensors prepared once per pair-list build. An ethanol call drops
@@ -232,14 +235,35 @@ class Calculator(_ASECalculator):
         """A private copy of ``model`` (path or module) on the device, frozen, in eval mode."""
         return place_potential(model, self.device, self.dtype)
 
+    @contextlib.contextmanager
+    def _eager_terms(self):
+        """Within the block, compiled terms run eagerly (Hessians need double backward,
+        which compiled functions do not support)."""
+        saved = [(t, t.__dict__.pop("forward")) for t in self._compiled_terms]
+        try:
+            yield
+        finally:
+            for term, forward in saved:
+                term.forward = forward
+
     def _make_kernel(self) -> BPKernel | None:
         """The fast BP path when asked for (``compile``) or on a GPU (where it also avoids
         host syncs: its integer work happens once per list build), else None."""
         reason = supports(self.potential)
+        #: terms whose forward runs through torch.compile (compile=True, not plain BP)
+        self._compiled_terms = []
         if self.compile:
-            if reason is not None:
-                raise UsageError(f"compile=True needs a plain BP model: {reason}")
-            return BPKernel(self.potential, compile=True)
+            if reason is None:
+                return BPKernel(self.potential, compile=True)
+            compilable = [t for t in self.potential.terms.values()
+                          if getattr(t, "compilable", False)]
+            if not compilable:
+                raise UsageError("compile=True needs a plain BP model or a model with an "
+                                 f"equivariant term: {reason}")
+            for term in compilable:  # the calculator's private copy: nothing else sees it
+                term.forward = torch.compile(term.forward, dynamic=True)
+            self._compiled_terms = compilable
+            return None
         if self.device.type == "cuda" and reason is None:
             return BPKernel(self.potential)
         return None
@@ -394,6 +418,6 @@ class Calculator(_ASECalculator):
         atoms = self.atoms if atoms is None else atoms
         if atoms is None:
             raise UsageError("get_hessian needs atoms")
-        with _intra_op_threads(self._threads(atoms)):
+        with _intra_op_threads(self._threads(atoms)), self._eager_terms():
             h = hessian(self.potential, self._graph(atoms), indices=indices)
         return h.cpu().double().numpy()

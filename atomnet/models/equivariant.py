@@ -24,7 +24,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from e3nn import o3
+from e3nn import get_optimization_defaults, o3, set_optimization_defaults
 from e3nn.nn import Gate
 from torch import nn
 
@@ -166,6 +166,7 @@ class Equivariant(Term):
 
     skin_safe = True  # bias-free radial weights times the envelope: zero beyond the cutoff
     meta_buildable = False  # e3nn computes Clebsch–Gordan constants while building
+    compilable = True  # Calculator(compile=True) wraps forward in torch.compile
 
     def __init__(self, elements: Sequence[str], cutoff: float = 5.0, size: str = "medium",
                  channels: int | None = None, l_max: int | None = None,
@@ -191,9 +192,24 @@ class Equivariant(Term):
         self.triplet_cutoff = None
         self.fields = keys.pairs(self.pair_cutoff)
         self.reads = (self.fields.index, self.fields.vectors, self.fields.lengths, keys.SPECIES)
+        # e3nn's tensor products without TorchScript: the same numbers and eager speed, and
+        # torch.compile traces them (ethanol compiles in ~8 s instead of ~100 s)
+        previous = get_optimization_defaults()
+        set_optimization_defaults(jit_script_fx=False)
+        try:
+            self._build(elements, hp)
+        finally:
+            set_optimization_defaults(**previous)
+        self.register_buffer("avg_num_neighbors", torch.tensor(10.0))
+        self.register_buffer("scale", torch.ones(len(elements)))
+        self.register_buffer("shift", torch.zeros(len(elements)))
+
+    def _build(self, elements: Sequence[str], hp: dict) -> None:
         n_species = len(elements)
         c = hp["channels"]
         self.irreps_sh = o3.Irreps.spherical_harmonics(hp["sh_l_max"])
+        #: degrees of the edge harmonics as plain ints (what torch.compile can guard on)
+        self.sh_ls = list(range(hp["sh_l_max"] + 1))
         hidden = hidden_irreps(c, hp["l_max"])
         #: irreps of the node features between layers
         self.hidden = hidden
@@ -209,9 +225,6 @@ class Equivariant(Term):
             last = t == hp["layers"] - 1
             self.readouts.append(o3.Linear(hidden, o3.Irreps("16x0e" if last else "1x0e")))
         self.head = nn.Sequential(nn.SiLU(), nn.Linear(16, 1))
-        self.register_buffer("avg_num_neighbors", torch.tensor(10.0))
-        self.register_buffer("scale", torch.ones(n_species))
-        self.register_buffer("shift", torch.zeros(n_species))
 
     def recipe(self) -> dict:
         return dict(self.hparams)
@@ -224,7 +237,7 @@ class Equivariant(Term):
         vectors, lengths = graph[f.vectors], graph[f.lengths]
         species = graph[keys.SPECIES]
         one_hot = nn.functional.one_hot(species, len(self.symbols)).to(vectors.dtype)
-        sh = o3.spherical_harmonics(self.irreps_sh, vectors, normalize=True,
+        sh = o3.spherical_harmonics(self.sh_ls, vectors, normalize=True,
                                     normalization="component")
         basis = bessel_basis(lengths, self.pair_cutoff, self.hparams["num_radial"])
         inv_neighbours = 1.0 / self.avg_num_neighbors
