@@ -90,8 +90,9 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--compile", action="store_true",
-                   help="fused, compiled BP evaluation (torch.compile; plain BP models "
-                        "only): ~3x faster calls on small molecules after a ~30 s compile")
+                   help="torch.compile the model (plain BP models, or models with an "
+                        "equivariant term): ~3-5x faster calls on small molecules after a "
+                        "compile of 10-30 s")
     p.set_defaults(run=run)
 
 
