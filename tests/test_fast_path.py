@@ -191,7 +191,7 @@ def test_state_checks_are_exact():
     atoms.calc = calc
     e = atoms.get_potential_energy()
     atoms.get_forces()
-    atoms.positions[0, 0] += 1e-10  # below ASE's 1e-15 tolerance? no: exact, so recomputed
+    atoms.positions[0, 0] += 1e-10  # any change of the positions recomputes
     assert atoms.get_potential_energy() != e
 
 

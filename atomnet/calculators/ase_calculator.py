@@ -114,6 +114,18 @@ def _to_numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().double().numpy()
 
 
+def resolve_device(device) -> torch.device:
+    """``device`` (a name such as ``"cuda:1"`` or a ``torch.device``) as a torch device;
+    a :class:`UsageError` for a malformed name or CUDA without a GPU."""
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:  # a malformed name, e.g. "gpu"
+        raise UsageError(f"device {device!r} is not a torch device ({exc})") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
 def place_potential(model, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """A private copy of ``model`` (path or module) on ``device`` in ``dtype``, frozen
     (no parameter requires grad), in eval mode."""
@@ -172,8 +184,8 @@ class Calculator(_ASECalculator):
             through :class:`~atomnet.calculators.bp_kernel.BPKernel` compiled with
             ``torch.compile``: descriptor, networks and forces fused into a few kernels,
             on index tensors prepared once per pair-list build. An ethanol call drops
-            from ~3 ms to ~1 ms on one CPU thread (``docs/benchmarks.md``); the first
-            call of each new system size compiles (~30 s on a CPU, cached on disk
+            from ~4 to ~1.4 ms on one CPU thread (``docs/benchmarks.md``); the first
+            call of each new system size compiles (20–30 s on a CPU, cached on disk
             afterwards). For MD and long optimisations of one system, not for screening
             many different structures. Other models raise a :class:`UsageError`.
 
@@ -213,12 +225,7 @@ class Calculator(_ASECalculator):
         self._verlet: _VerletCache | None = None
         #: how many times the pair lists were built (a Verlet-list statistic)
         self.rebuilds = 0
-        try:
-            self.device = torch.device(device)
-        except RuntimeError as exc:  # a malformed name, e.g. "gpu"
-            raise UsageError(f"device {device!r} is not a torch device ({exc})") from exc
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"device {device!r} requested but CUDA is not available")
+        self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         if self.device.type == "cpu":
             keep_heap()  # large per-step tensors reused, not page-faulted (heap.py)

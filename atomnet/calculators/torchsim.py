@@ -14,7 +14,7 @@ from ..derivatives import evaluate
 from ..dtypes import resolve_dtype
 from ..errors import UsageError
 from ..structures import device_graph
-from .ase_calculator import place_potential
+from .ase_calculator import place_potential, resolve_device
 
 try:
     import torch_sim as ts
@@ -68,12 +68,7 @@ class TorchSimModel(ModelInterface):
     def __init__(self, model, device="cpu", dtype="float64", compute_stress: bool = True,
                  compute_forces: bool = True):
         super().__init__()
-        try:
-            self._device = torch.device(device)
-        except RuntimeError as exc:  # a malformed name, e.g. "gpu"
-            raise UsageError(f"device {device!r} is not a torch device ({exc})") from exc
-        if self._device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"device {device!r} requested but CUDA is not available")
+        self._device = resolve_device(device)
         self._dtype = resolve_dtype(dtype)
         self._compute_stress = bool(compute_stress)
         self._compute_forces = bool(compute_forces)
