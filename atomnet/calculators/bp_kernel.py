@@ -108,7 +108,8 @@ class BPKernel(nn.Module):
     Args:
         potential: a :class:`~atomnet.Potential` of one ``bpnn`` term plus references
             (see :func:`supports`); its weights are shared, not copied.
-        compile: wrap :meth:`evaluate` in ``torch.compile`` (forward and backward fused).
+        compile: run the energy and its gradients through ``torch.compile`` (forward and
+            backward fused into a few kernels).
     """
 
     def __init__(self, potential: nn.Module, compile: bool = False):
@@ -125,7 +126,6 @@ class BPKernel(nn.Module):
         d = self.bp.descriptor
         #: Å: where padded edges sit, beyond every cutoff (the list's reach + skin < this)
         self.far = 4.0 * d.radial_cutoff + 100.0
-        self.compiled = bool(compile)
         self._fn: Callable = self._eager
         if compile:
             self._fn = torch.compile(self._functional, dynamic=False, fullgraph=True,
