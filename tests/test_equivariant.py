@@ -22,7 +22,14 @@ import atomnet
 from atomnet import keys, testing
 from atomnet.errors import UsageError
 from atomnet.io.model_file import ModelFileError
-from atomnet.models.equivariant import PRESETS, Equivariant, bessel_basis, envelope
+from atomnet.models.equivariant import (
+    PRESETS,
+    Equivariant,
+    RadialMLP,
+    bessel_basis,
+    envelope,
+    second_moment_gain,
+)
 from atomnet.structures import collate, to_device
 from atomnet.terms import StatisticsData
 
@@ -168,6 +175,18 @@ def test_model_file_round_trip_and_bounds(tmp_path):
     header["potential"]["terms"][1]["channels"] = 100000
     with pytest.raises(ModelFileError, match="channels"):
         validate_header(header, "x.atomnet")
+
+
+def test_initialisation_preserves_the_signal_scale():
+    """The untrained radial network neither shrinks nor blows up its input (with
+    PyTorch's default init it shrank it ~20×, and training started ~500× too small)."""
+    assert second_moment_gain(torch.nn.functional.silu) == pytest.approx(1.6765, abs=2e-3)
+    torch.manual_seed(0)
+    x = torch.randn(20000, 8, dtype=torch.float64)
+    y = RadialMLP([8, 64, 64, 64, 300]).double()(x)
+    assert 0.6 < float(y.pow(2).mean()) < 1.6
+    term = Equivariant(["H", "C", "O"], cutoff=5.0).double()
+    assert float(term.embed.weight.std()) == pytest.approx(1.0, abs=0.3)
 
 
 def test_statistics_set_the_neighbour_count():

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from e3nn import get_optimization_defaults, o3, set_optimization_defaults
 from e3nn.nn import Gate
@@ -69,20 +70,48 @@ def hidden_irreps(channels: int, l_max: int) -> o3.Irreps:
     return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(l_max + 1)])
 
 
+def second_moment_gain(f, points: int = 200) -> float:
+    """1/√E[f(x)²] for x ~ N(0, 1), by Gauss–Hermite quadrature (deterministic): the
+    factor that keeps an activation's output at unit second moment (e3nn's
+    ``normalize2mom``, without its sampling)."""
+    x, w = np.polynomial.hermite_e.hermegauss(points)
+    y = f(torch.from_numpy(x)).numpy()
+    return float(1.0 / math.sqrt((w * y**2).sum() / w.sum()))
+
+
 class RadialMLP(nn.Module):
-    """Bias-free SiLU network: zero in, zero out (messages vanish beyond the cutoff)."""
+    """Bias-free SiLU network: zero in, zero out (messages vanish beyond the cutoff).
+
+    Variance-preserving at initialisation (weights N(0, 1/fan_in), SiLU scaled to unit
+    second moment), as e3nn's ``FullyConnectedNet``: with PyTorch's default init the
+    per-edge weights came out ~20× smaller than the basis, and the untrained model
+    predicted energies and forces ~500× smaller than the data, which slowed training.
+    """
 
     def __init__(self, widths: Sequence[int]):
         super().__init__()
         layers: list[nn.Module] = []
         for k, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-            layers.append(nn.Linear(a, b, bias=False))
+            linear = nn.Linear(a, b, bias=False)
+            nn.init.normal_(linear.weight, std=1.0 / math.sqrt(a))
+            layers.append(linear)
             if k < len(widths) - 2:
-                layers.append(nn.SiLU())
+                layers.append(ScaledSiLU())
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class ScaledSiLU(nn.Module):
+    """SiLU times the constant that gives it unit second moment on N(0, 1) inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = second_moment_gain(nn.functional.silu)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.silu(x) * self.gain
 
 
 def _channelwise(irreps1: o3.Irreps, irreps2: o3.Irreps, targets: o3.Irreps, mode: str):
@@ -214,6 +243,7 @@ class Equivariant(Term):
         #: irreps of the node features between layers
         self.hidden = hidden
         self.embed = nn.Linear(n_species, c, bias=False)
+        nn.init.normal_(self.embed.weight)  # one-hot in: unit-variance features out
         irreps_in = o3.Irreps(f"{c}x0e")
         self.interactions = nn.ModuleList()
         self.readouts = nn.ModuleList()
