@@ -20,9 +20,9 @@ def _shift_vectors(shifts: torch.Tensor, cell: torch.Tensor, structure: torch.Te
 
     Collated lists are contiguous per structure: one matrix product per structure's
     slice then, instead of gathering an (E, 3, 3) tensor of cells; any other order
-    takes the gather.
+    takes the gather, and so does torch.compile (no data-dependent branch).
     """
-    if bool((structure[1:] >= structure[:-1]).all()):
+    if not torch.compiler.is_compiling() and bool((structure[1:] >= structure[:-1]).all()):
         sizes = torch.bincount(structure, minlength=n_structures).tolist()
         return torch.cat([s @ c for s, c in zip(shifts.split(sizes), cell.unbind(0))])
     return torch.bmm(shifts.unsqueeze(1), cell.index_select(0, structure)).squeeze(1)
@@ -105,9 +105,11 @@ def edge_vectors(
     shifts = graph[fields.shifts]
     cell = graph[keys.CELL]
     # molecules have S = 0: the shift term is skipped on the CPU; on a GPU reading pbc
-    # would stall the host every call, and adding 0 @ cell changes nothing
+    # would stall the host every call, and under torch.compile it would break the graph,
+    # and adding 0 @ cell changes nothing
     pbc = graph[keys.PBC]
-    periodic = bool(shifts.numel()) and (pbc.device.type != "cpu" or bool(pbc.any()))
+    periodic = bool(shifts.numel()) and (pbc.device.type != "cpu"
+                                         or torch.compiler.is_compiling() or bool(pbc.any()))
     if index.shape[1] > CHUNKED_ABOVE:
         vec, lengths = _LongList.apply(pos, cell, index, shifts, graph[keys.BATCH], periodic)
     else:
