@@ -121,6 +121,12 @@ class TrainingConfig:
     ``ensemble``: train a committee of this many models differing in seed (and so in
     initial weights and batch order), on the same split (``split_seed``).
     ``split_seed``: seed of the train/valid/test split (default: ``seed``).
+    ``compile``: run each training step through ``torch.compile``
+    (:mod:`atomnet.training.compiled`): energy and force labels only; the step is
+    compiled once, for the first batch's shape (2–4 minutes), and batches are kept
+    full (the shuffled remainder of each epoch is left out). Worth it for data of one
+    molecule (an MD trajectory), where every batch has the same shape: 3.4× faster
+    steps for the equivariant model on ethanol.
     """
 
     epochs: int = 100
@@ -147,6 +153,7 @@ class TrainingConfig:
     stage_two: dict[str, float] | None = None
     ensemble: int = 1
     split_seed: int | None = None
+    compile: bool = False
 
 
 @dataclass

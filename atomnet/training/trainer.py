@@ -31,6 +31,7 @@ from tqdm import tqdm
 from .. import io as model_io
 from . import distributed, schedule
 from .checkpoint import TrainState, restore_checkpoint, save_checkpoint
+from .compiled import CompiledStep, check_labels
 from .config import Config, load_config
 from .data import batch_order
 from .ema import EMA
@@ -71,6 +72,8 @@ class Run:
     csv_rows: int = 0
     #: False while an epoch is under way (the weights are then between two states)
     between_epochs: bool = True
+    #: the compiled training step (``training.compile``), else None
+    compiled: CompiledStep | None = None
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -144,6 +147,9 @@ def setup(config: Config, world: distributed.World | None = None) -> Run:
               _state_copy(prepared.potential), world=world)
     if t.ema_decay is not None:
         run.ema = EMA(run.params, t.ema_decay)
+    if t.compile:
+        check_labels(prepared.data.train.labels, str(config.source or "config"))
+        run.compiled = CompiledStep(prepared.potential)
     path = find_checkpoint(config.output.dir / CHECKPOINT)
     if path is not None:
         header, tensors = load_resume(path, config, split)
@@ -203,6 +209,9 @@ def train_epoch(run: Run, epoch: int, bar: tqdm) -> tuple[dict[str, float], bool
     run.potential.train()
     acc = ErrorAccumulator()
     batches = batch_order(len(data), t.batch_size * world.size, seed=[t.seed, epoch])
+    if run.compiled is not None and len(batches) > 1 \
+            and len(batches[-1]) < t.batch_size * world.size:
+        batches = batches[:-1]  # full batches keep one shape: one compiled graph
     shards = [world.shard(b) for b in batches]
     stream = data.iterate([s for s in shards if s])
     table = data.structure_table() if world.distributed else None
@@ -216,13 +225,18 @@ def train_epoch(run: Run, epoch: int, bar: tqdm) -> tuple[dict[str, float], bool
         local = torch.zeros((), dtype=dtype, device=device)
         if shard:
             graph, residuals = next(stream)
-            pred = predict(run.potential, graph, data.labels, create_graph=True)
             ref = reference(graph, residuals, data.labels)
             # each rank's loss is its share of the global batch's mean
             denominators = None if table is None else \
                 _denominators(table, batches[b], dtype, device)
-            local = combine(loss_sums(pred, ref, weights), weights, denominators).total
-            local.backward()
+            step = None if run.compiled is None else \
+                run.compiled(graph, ref, weights, denominators)
+            if step is not None:  # gradients set
+                local, pred = step
+            else:
+                pred = predict(run.potential, graph, data.labels, create_graph=True)
+                local = combine(loss_sums(pred, ref, weights), weights, denominators).total
+                local.backward()
         # one collective: gradients, the loss and rank 0's clock (drives the schedule)
         clock = run.local_elapsed() if world.main else 0.0
         extra = torch.tensor([float(local.detach()), clock], dtype=torch.float64)
