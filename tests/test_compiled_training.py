@@ -49,6 +49,7 @@ def test_compiled_steps_equal_eager_steps(dataset, tmp_path, model):  # noqa: F8
     run, compiled = _train(tmp_path / "compiled", dataset, model, compile=True)
     # 14 training structures in batches of 7: every step ran compiled
     assert run.compiled.compiled_calls == 4 and run.compiled.eager_calls == 0
+    assert run.compiled.summary().startswith("training.compile: 4 steps compiled")
     assert len(eager) == len(compiled) == 2
     for a, b in zip(eager, compiled):
         for key in a:
@@ -83,6 +84,7 @@ def test_a_faulty_compiled_step_falls_back_to_eager(dataset, tmp_path):  # noqa:
             run, faulty = _train(tmp_path / "faulty", dataset, SMALL_EQUIVARIANT, epochs=1,
                                  compile=True)
     assert run.compiled.failed and run.compiled.compiled_calls == 0
+    assert "disagreed with the eager one; 2 steps ran eager" in run.compiled.summary()
     for key in ("train_loss", "valid_forces_mae"):
         assert float(faulty[0][key]) == pytest.approx(float(eager[0][key]), rel=1e-10)
 

@@ -119,6 +119,14 @@ class CompiledStep:
             params[n].grad = grads[n]
         return loss.detach(), Prediction(energy=energy, forces=forces)
 
+    def summary(self) -> str:
+        """One line for the log: how many steps ran compiled, and whether the check passed."""
+        if self.failed:
+            return (f"training.compile: the compiled step disagreed with the eager one; "
+                    f"{self.eager_calls} steps ran eager")
+        return (f"training.compile: {self.compiled_calls} steps compiled (checked against "
+                f"the eager step), {self.eager_calls} eager (another batch shape)")
+
     def _agrees(self, graph, ref, weights, denominators, loss, grads) -> bool:
         """The first compiled step against the eager one (loss and every gradient, to
         1e-4 of the largest); a compiler fault then costs speed, never a wrong fit."""

@@ -111,7 +111,12 @@ def make_optimizer(potential: torch.nn.Module, config: Config) -> tuple[Any, Any
     """AdamW and, for ``scheduler: plateau``, its ReduceLROnPlateau (else None: the
     learning rate of each step comes from :func:`.schedule.learning_rate`)."""
     t = config.training
-    optimizer = torch.optim.AdamW(potential.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    params = list(potential.parameters())
+    # the fused kernel: one call for every parameter (0.84 -> 0.18 ms a step for the
+    # equivariant `medium` model on one CPU thread; ~7 % of a compiled ethanol epoch)
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
+    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay,
+                                  fused=fused or None)
     scheduler = None
     if t.scheduler == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -424,6 +429,8 @@ def _epochs(run: Run, first: int, bar: tqdm, on_epoch_end: EpochHook | None) -> 
             last = epoch == t.epochs or out_of_time
             if run.world.main and (epoch == first or epoch % out.log_every == 0 or last):
                 log(_summary(entry, t.epochs, best))
+                if run.compiled is not None and (epoch == first or last):
+                    log(run.compiled.summary())
             if on_epoch_end is not None:
                 on_epoch_end(epoch, entry)
             reason = _should_stop(run, out_of_time)
