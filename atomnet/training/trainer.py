@@ -429,7 +429,7 @@ def _epochs(run: Run, first: int, bar: tqdm, on_epoch_end: EpochHook | None) -> 
             last = epoch == t.epochs or out_of_time
             if run.world.main and (epoch == first or epoch % out.log_every == 0 or last):
                 log(_summary(entry, t.epochs, best))
-                if run.compiled is not None and (epoch == first or last):
+                if run.compiled is not None and epoch == first:
                     log(run.compiled.summary())
             if on_epoch_end is not None:
                 on_epoch_end(epoch, entry)
@@ -438,6 +438,8 @@ def _epochs(run: Run, first: int, bar: tqdm, on_epoch_end: EpochHook | None) -> 
                 if run.world.main:
                     log(f"stopping after epoch {epoch}: {reason}")
                 break
+        if run.compiled is not None and run.world.main:
+            log(run.compiled.summary())
 
 
 def save_model(run: Run, metrics: dict[str, dict[str, float]]) -> Path:
