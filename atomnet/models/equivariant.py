@@ -9,11 +9,13 @@ Per atom i and layer t, with edge vectors r_ij of the pair list at the cutoff:
   ``sh_l_max``), channel-wise ("uvu") with per-edge weights from the radial network,
   summed over j and divided by the average neighbour count (a training statistic):
   the atomic basis A_i;
+* the atomic basis A keeps every degree of the harmonics (l ≤ ``sh_l_max``), as MACE's;
 * many-body features: products A ⊗ A, A ⊗ A ⊗ A, … up to ``correlation``, channel-wise
   with element-dependent weights (MACE's product basis, built as successive tensor
-  products), mixed linearly with a self-connection that depends on the element;
-* an equivariant gate (SiLU on scalars, sigmoid gates on l > 0) and an invariant
-  read-out per layer; E_i = scale_Z Σ_t readout_t(h_i) + shift_Z.
+  products whose intermediates keep l ≤ ``sh_l_max``), projected onto the hidden irreps
+  (l ≤ ``l_max``) and added to a self-connection that depends on the element;
+* no gate: the products are the nonlinearity (as in MACE); an invariant read-out per
+  layer, the last through a SiLU network; E_i = scale_Z Σ_t readout_t(h_i) + shift_Z.
 
 Energies in eV, lengths in Å. Every activation is smooth, so Hessians are exact.
 """
@@ -26,13 +28,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from e3nn import get_optimization_defaults, o3, set_optimization_defaults
-from e3nn.nn import Gate
 from torch import nn
 
 from .. import keys
 from ..errors import UsageError
 from ..terms import StatisticsData, Term, register
 from .statistics import element_scale_shift
+from .tensor_products import ChannelwiseProduct
 
 #: named sizes: data, not code (``{"type": "equivariant", "size": "medium"}``); explicit
 #: keys override them. ``medium`` is MACE's 32 channels, L = 1, correlation 3, 2 layers.
@@ -130,37 +132,45 @@ def _channelwise(irreps1: o3.Irreps, irreps2: o3.Irreps, targets: o3.Irreps, mod
 
 
 class Interaction(nn.Module):
-    """One message-passing layer: messages, product basis, self-connection, gate."""
+    """One message-passing layer of MACE's form: messages into an atomic basis A with
+    every degree of the edge harmonics, the product basis of A up to ``correlation``
+    projected onto the hidden irreps, plus an element-dependent self-connection.
+
+    There is no gate: the products are the nonlinearity (as in MACE). Intermediate
+    products keep every degree up to ``sh_l_max``, so that couplings such as
+    (2 ⊗ 2 → 2) ⊗ 2 → 0 of the third order reach the output, not only those through
+    l ≤ ``l_max``.
+    """
 
     def __init__(self, irreps_in: o3.Irreps, irreps_sh: o3.Irreps, hidden: o3.Irreps,
                  n_species: int, num_radial: int, radial_mlp: Sequence[int],
                  correlation: int):
         super().__init__()
+        channels = hidden[0].mul
+        basis = hidden_irreps(channels, irreps_sh.lmax)  # the atomic basis A
         self.up = o3.Linear(irreps_in, irreps_in)
-        mid, instructions = _channelwise(irreps_in, irreps_sh, hidden, "uvu")
-        self.conv = o3.TensorProduct(irreps_in, irreps_sh, mid, instructions,
-                                     shared_weights=False, internal_weights=False)
+        mid, instructions = _channelwise(irreps_in, irreps_sh, basis, "uvu")
+        self.conv = ChannelwiseProduct(irreps_in, irreps_sh, mid, instructions)
         self.radial = RadialMLP([num_radial, *radial_mlp, self.conv.weight_numel])
-        self.down = o3.Linear(mid, hidden)
+        self.down = o3.Linear(mid, basis)
+        #: A^k for k = 2 … correlation: a channel-wise product with element weights,
+        #: then a linear map back to A's irreps (the last one straight to the hidden ones)
         self.products = nn.ModuleList()
         self.product_weights = nn.ParameterList()
-        for _ in range(2, correlation + 1):
-            out, ins = _channelwise(hidden, hidden, hidden, "uuu")
-            tp = o3.TensorProduct(hidden, hidden, out, ins, shared_weights=False,
-                                  internal_weights=False)
-            self.products.append(nn.ModuleList([tp, o3.Linear(out, hidden)]))
+        for k in range(2, correlation + 1):
+            target = hidden if k == correlation else basis
+            out, ins = _channelwise(basis, basis, target, "uuu")
+            tp = ChannelwiseProduct(basis, basis, out, ins)
+            self.products.append(nn.ModuleList([tp, o3.Linear(out, target)]))
             self.product_weights.append(
                 nn.Parameter(torch.randn(n_species, tp.weight_numel) / math.sqrt(2.0)))
-        scalars = o3.Irreps([(mul, ir) for mul, ir in hidden if ir.l == 0])
-        gated = o3.Irreps([(mul, ir) for mul, ir in hidden if ir.l > 0])
-        gates = o3.Irreps([(gated.num_irreps, (0, 1))]) if gated.num_irreps else o3.Irreps("")
-        # e3nn normalises the activations by sampling on the default device, which fails
-        # on the meta device (model files are validated there); the gate has no tensors
-        with torch.device("cpu"):
-            self.gate = Gate(scalars, [nn.functional.silu], gates, [torch.sigmoid], gated)
-        self.mix = o3.Linear(hidden, self.gate.irreps_in)
+        #: each order's projection onto the hidden irreps (the last order is there
+        #: already, unless the correlation is 1 and A itself is the last)
+        self.project = nn.ModuleList(
+            [o3.Linear(basis, hidden) for _ in range(1, correlation)])
+        self.last = o3.Linear(basis, hidden) if correlation == 1 else nn.Identity()
         self.skip = o3.FullyConnectedTensorProduct(
-            irreps_in, o3.Irreps(f"{n_species}x0e"), self.gate.irreps_in)
+            irreps_in, o3.Irreps(f"{n_species}x0e"), hidden)
 
     def forward(self, h: torch.Tensor, one_hot: torch.Tensor, species: torch.Tensor,
                 sh: torch.Tensor, basis: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
@@ -169,12 +179,12 @@ class Interaction(nn.Module):
         messages = self.conv(x.index_select(0, j), sh, self.radial(basis))
         a = messages.new_zeros(h.shape[0], messages.shape[1]).index_add(0, i, messages)
         a = self.down(a * inv_neighbours)
-        b = a
+        out = self.skip(h, one_hot)
         power = a
-        for (tp, linear), weights in zip(self.products, self.product_weights):
+        for k, ((tp, linear), weights) in enumerate(zip(self.products, self.product_weights)):
+            out = out + self.project[k](power)
             power = linear(tp(power, a, weights.index_select(0, species)))
-            b = b + power
-        return self.gate(self.mix(b) + self.skip(h, one_hot))
+        return out + self.last(power)
 
 
 @register("equivariant")
