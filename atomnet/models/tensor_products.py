@@ -1,13 +1,20 @@
 """Channel-wise tensor products as a few dense operations.
 
-e3nn's ``TensorProduct`` runs one small kernel per path (and three times as many in a
-double backward, which training needs for forces). With the atomic basis at l ≤ 3 the
-product basis has ~20 paths, and a compiled training step took 6.5 minutes to compile
-and 7.5 s an ethanol epoch. :class:`ChannelwiseProduct` computes the same numbers with
-one contraction against a dense coupling tensor built once from e3nn (so the
-Clebsch–Gordan coefficients and normalisation are e3nn's own): features are permuted
-from e3nn's layout (blocks of channels × components) to (atoms, channels, components),
-multiplied, contracted and permuted back.
+e3nn's ``TensorProduct`` runs one small kernel per path (and several times as many in
+a double backward, which training needs for forces). With the atomic basis at l ≤ 3 the
+product A ⊗ A has 23 paths, and the compiled ethanol training step took 388 s to
+compile. :class:`ChannelwiseProduct` computes the same numbers (to 1e-12 in float64)
+with one contraction against a dense coupling tensor, built once by probing e3nn's own
+product of one channel (so the Clebsch–Gordan coefficients and normalisation are
+e3nn's): features are permuted from e3nn's layout (blocks of channels × components) to
+(atoms, channels, components), multiplied, contracted and permuted back. The same step
+compiles in 169 s and runs at the same speed (~7 s an epoch either way, 2 processes).
+
+Measured and not kept: applying only the coupling's non-zero entries (1.4 % of
+A ⊗ A's 256 × 99) as a gather and scatter-add was 3.5× slower compiled; using the
+symmetry of A ⊗ A (pairs a ≤ b only) gained nothing (one compiled layer with forces
+and parameter gradients, 36 atoms: 24 → 27 ms). Where the rest of the step's time
+goes was not profiled further.
 
 Two modes, as e3nn's instructions: ``uvu`` (the right operand has one channel, shared by
 all, e.g. edge harmonics) and ``uuu`` (both operands have the same channels). Weights are
