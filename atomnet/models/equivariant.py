@@ -175,10 +175,12 @@ class Interaction(nn.Module):
     def forward(self, h: torch.Tensor, one_hot: torch.Tensor, species: torch.Tensor,
                 sh: torch.Tensor, basis: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
                 inv_neighbours: torch.Tensor) -> torch.Tensor:
-        x = self.up(h)
-        messages = self.conv(x.index_select(0, j), sh, self.radial(basis))
+        # the conv's layout changes happen on atoms, not edges: channels first, gather
+        # the neighbours, contract, sum over neighbours, back to e3nn's layout
+        x = self.conv.left_channels(self.up(h))
+        messages = self.conv.contract(x.index_select(0, j), sh, self.radial(basis))
         a = messages.new_zeros(h.shape[0], messages.shape[1]).index_add(0, i, messages)
-        a = self.down(a * inv_neighbours)
+        a = self.down(self.conv.to_e3nn(a) * inv_neighbours)
         out = self.skip(h, one_hot)
         power = a
         for k, ((tp, linear), weights) in enumerate(zip(self.products, self.product_weights)):

@@ -99,10 +99,25 @@ class ChannelwiseProduct(nn.Module):
         return tp.to(torch.float64)(x, y, w)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return self.to_e3nn(self.contract(self.left_channels(x), y, weights))
+
+    def left_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """The left operand from e3nn's layout to (N, C, D1)."""
+        return x.index_select(1, self.perm_in1).view(x.shape[0], self.channels,
+                                                     self.coupling_dims[0])
+
+    def to_e3nn(self, out: torch.Tensor) -> torch.Tensor:
+        """(N, C·Dout) in channel layout, as :meth:`contract` returns it, to e3nn's."""
+        return out.index_select(1, self.inv_out)
+
+    def contract(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The product of x (N, C, D1) from :meth:`left_channels` and y (e3nn's layout)
+        with per-sample weights, as (N, C·Dout) in channel layout. Linear in x and in
+        the weights: sums over samples (messages over neighbours) can be taken before
+        :meth:`to_e3nn`, on fewer rows."""
         n, c = x.shape[0], self.channels
         d1, d2, dout = self.coupling_dims
         coupling = self.coupling.to(x.dtype)
-        x = x.index_select(1, self.perm_in1).view(n, c, d1)
         if self.mode == "uuu":
             y = y.index_select(1, self.perm_in2).view(n, c, d2)
             out = (x.unsqueeze(-1) * y.unsqueeze(-2)).reshape(n, c, d1 * d2) @ coupling
@@ -110,4 +125,4 @@ class ChannelwiseProduct(nn.Module):
             t = y @ coupling.view(d1, d2, dout).transpose(0, 1).reshape(d2, d1 * dout)
             out = torch.bmm(x, t.view(n, d1, dout))
         w = weights.view(n, -1, c).transpose(1, 2).index_select(2, self.path_of)
-        return (out * w).reshape(n, c * dout).index_select(1, self.inv_out)
+        return (out * w).reshape(n, c * dout)
