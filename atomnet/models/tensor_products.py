@@ -8,7 +8,9 @@ with one contraction against a dense coupling tensor, built once by probing e3nn
 product of one channel (so the Clebsch–Gordan coefficients and normalisation are
 e3nn's): features are permuted from e3nn's layout (blocks of channels × components) to
 (atoms, channels, components), multiplied, contracted and permuted back. The same step
-compiles in 169 s and runs at the same speed (~7 s an epoch either way, 2 processes).
+compiles in 131–169 s and ran at the same speed (~7 s an epoch either way, 2 processes);
+summing messages over neighbours before the permutation back (:meth:`contract`, then
+:meth:`to_e3nn` on atoms) took the epoch to 6.4 s.
 
 Measured and not kept: applying only the coupling's non-zero entries (1.4 % of
 A ⊗ A's 256 × 99) as a gather and scatter-add was 3.5× slower compiled; using the
@@ -77,7 +79,11 @@ class ChannelwiseProduct(nn.Module):
             sum(ir.dim for _, ir in self.irreps_in1),
             sum(ir.dim for _, ir in self.irreps_in2),
             sum(ir.dim for _, ir in self.irreps_out))
-        self.register_buffer("coupling", self._coupling(instructions), persistent=False)
+        coupling = self._coupling(instructions)
+        if self.mode == "uvu":  # arranged once as (D2, D1·Dout): y is contracted first
+            d1, d2, dout = self.coupling_dims
+            coupling = coupling.view(d1, d2, dout).transpose(0, 1).reshape(d2, d1 * dout)
+        self.register_buffer("coupling", coupling, persistent=False)
         # component k of the output belongs to path path_of[k]
         path_of = torch.cat([torch.full((ir.dim,), p, dtype=torch.long)
                              for p, (_, ir) in enumerate(self.irreps_out)])
@@ -86,8 +92,8 @@ class ChannelwiseProduct(nn.Module):
 
     def _coupling(self, instructions: list[tuple]) -> torch.Tensor:
         """(D1·D2, Dout) coefficients: e3nn's product of one channel, probed on every
-        pair of unit vectors. Kept in float64 (cast to the features' dtype in
-        :meth:`forward`), so that a float64 model has float64 coefficients."""
+        pair of unit vectors, in float64 (a float64 model keeps float64 coefficients;
+        :meth:`contract` casts them to the features' dtype)."""
         one = [o3.Irreps([(1, ir) for _, ir in irreps])
                for irreps in (self.irreps_in1, self.irreps_in2, self.irreps_out)]
         tp = o3.TensorProduct(*one, instructions, shared_weights=False,
@@ -122,7 +128,6 @@ class ChannelwiseProduct(nn.Module):
             y = y.index_select(1, self.perm_in2).view(n, c, d2)
             out = (x.unsqueeze(-1) * y.unsqueeze(-2)).reshape(n, c, d1 * d2) @ coupling
         else:  # one right channel: contract it first, then a batched (C, D1) @ (D1, Dout)
-            t = y @ coupling.view(d1, d2, dout).transpose(0, 1).reshape(d2, d1 * dout)
-            out = torch.bmm(x, t.view(n, d1, dout))
+            out = torch.bmm(x, (y @ coupling).view(n, d1, dout))
         w = weights.view(n, -1, c).transpose(1, 2).index_select(2, self.path_of)
         return (out * w).reshape(n, c * dout)
